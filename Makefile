@@ -1,0 +1,75 @@
+# Developer entry points. `make test` is the project's test command (CI runs it).
+#
+# Postgres and NATS come from scripts/services.sh: a private cluster and a pinned
+# nats-server per checkout, state in .data/. Set DATABASE_URL / NATS_URL to use
+# servers of your own instead.
+
+SERVICES := scripts/services.sh
+
+# Runs a command with DATABASE_URL and NATS_URL of the running services exported.
+# (The script also writes .data/services.env, but an `include` of it would be read
+# before the `services` prerequisite has started anything, so it is not used here.)
+WITH_SERVICES = eval "$$($(SERVICES) env)" &&
+
+# Passed through to the homeserver only when set: an empty value is not "unset".
+ifdef HOMESERVER_DATA_DIR
+export HOMESERVER_DATA_DIR
+endif
+ifdef PUBKY_DHT_BOOTSTRAP
+export PUBKY_DHT_BOOTSTRAP
+endif
+
+# Extra arguments for the benchmark runner, e.g. make bench BENCH_ARGS='--quick'.
+BENCH_ARGS ?=
+
+COMPOSE ?= docker compose
+
+.PHONY: help services services-stop run test lint bench bench-compare up down
+
+help:
+	@echo 'make services       start the private Postgres and NATS ($(SERVICES) up)'
+	@echo 'make services-stop  stop them'
+	@echo 'make run            services, then the whole homeserver in one process'
+	@echo 'make test           services, then cargo test --workspace'
+	@echo 'make lint           rustfmt check and clippy with warnings as errors'
+	@echo 'make bench          benchmarks (hs-bench)'
+	@echo 'make bench-compare  benchmarks against the reference homeserver'
+	@echo 'make up / down      split deployment with docker compose'
+
+services:
+	$(SERVICES) up
+
+services-stop:
+	$(SERVICES) down
+
+run: services
+	$(WITH_SERVICES) cargo run --release -p homeserver -- all
+
+test: services
+	$(WITH_SERVICES) cargo test --workspace
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# The benchmark crate does not exist yet: say so instead of a cargo error.
+HAVE_BENCH = cargo metadata --no-deps --format-version 1 | grep -q '"name":"hs-bench"' || \
+	{ echo 'make: hs-bench is not built yet (no package hs-bench in the workspace)' >&2; exit 1; }
+
+bench:
+	@$(HAVE_BENCH)
+	$(SERVICES) up
+	$(WITH_SERVICES) cargo run --release -p hs-bench -- run $(BENCH_ARGS)
+
+bench-compare:
+	@$(HAVE_BENCH)
+	$(SERVICES) up
+	$(WITH_SERVICES) cargo run --release -p hs-bench -- compare $(BENCH_ARGS)
+
+# Split deployment (docker-compose.yml). Needs a Docker engine with the compose
+# plugin; the dev machines have neither.
+up:
+	$(COMPOSE) up -d --build
+
+down:
+	$(COMPOSE) down

@@ -1,0 +1,391 @@
+//! The events of the log, schema version 1.
+//!
+//! Every state change of the homeserver is exactly one of these, appended to the
+//! JetStream log and projected into Postgres. They are a public interface: third
+//! parties may read them straight from NATS, so the JSON shape is described by the
+//! schemas in `schemas/` and must stay decodable forever (a breaking change is a new
+//! `v`, never an edit of v1).
+//!
+//! Events never carry secrets: bearer tokens, cookie secrets and signup tokens appear
+//! only as SHA-256 hashes, and file contents only as their BLAKE3 hash.
+
+use crate::PublicKey;
+use serde::{Deserialize, Serialize};
+
+/// The schema version this crate writes.
+pub const EVENT_VERSION: u8 = 1;
+
+/// Position of an event in the log: the JetStream stream sequence. It is the cursor
+/// of every feed, and a user's version number for optimistic concurrency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventSeq(pub u64);
+
+impl std::fmt::Display for EventSeq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A 32-byte digest rendered as lowercase hex in events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(Digest(out))
+    }
+}
+
+/// A per-user storage limit. `None` in an override means "the server default".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageLimit {
+    Unlimited,
+    Megabytes(u64),
+}
+
+/// Per-user overrides of the server's defaults, set by a signup token or the operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageLimit>,
+    /// `None`: unrestricted. `Some([])`: read-only. Entries ending in `/` match by prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_write_paths: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_read: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_write: Option<String>,
+}
+
+/// The cookie session a `POST /signup` opens together with the account: the fields of
+/// [`Change::CookieSessionCreated`], carried inside [`Change::UserSignedUp`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CookieSessionStart {
+    pub secret_hash: Digest,
+    pub capabilities: String,
+    /// Identifies the AuthToken that created it, so it cannot be replayed.
+    pub auth_token_id: String,
+}
+
+/// What happened. The `kind` tag names the event in the JSON form.
+// Events are short-lived values built once per request; boxing the large variant would
+// only complicate the serde mapping.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A new account. `signup_token` is the hash of the token it consumed, if any.
+    ///
+    /// One request, one event: a cookie signup (`POST /signup`) opens its session in the
+    /// same event (`cookie_session`), and a grant signup records its proof-of-possession
+    /// nonce (`pop_nonce`). Both are absent in events written before they existed.
+    UserSignedUp {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signup_token: Option<Digest>,
+        #[serde(default)]
+        limits: UserLimits,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cookie_session: Option<CookieSessionStart>,
+        /// The nonce of the signup grant's PoP, recorded so it can never be used again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pop_nonce: Option<String>,
+    },
+    /// A bearer session minted (or refreshed) for a grant. Replaces the grant's
+    /// previous bearer: one live bearer per grant.
+    GrantSessionCreated {
+        grant_id: String,
+        client_id: String,
+        #[serde(with = "z32")]
+        client_key: PublicKey,
+        capabilities: Vec<String>,
+        grant_issued_at: u64,
+        grant_expires_at: u64,
+        token_hash: Digest,
+        token_expires_at: u64,
+        /// The proof-of-possession nonce, recorded so it can never be used again.
+        pop_nonce: String,
+    },
+    GrantRevoked {
+        grant_id: String,
+        /// The PoP nonce of a proof logout (`DELETE /auth/grant/session` with a
+        /// `{grant,pop}` body), recorded so that proof can never be used again. Absent
+        /// when the revocation was authorized by a session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pop_nonce: Option<String>,
+    },
+    /// A legacy cookie session, created by `POST /signup` or `POST /session`.
+    CookieSessionCreated {
+        secret_hash: Digest,
+        capabilities: String,
+        /// Identifies the AuthToken that created it, so it cannot be replayed.
+        auth_token_id: String,
+    },
+    CookieSessionEnded {
+        secret_hash: Digest,
+    },
+    /// An operator minted a signup token. `user` of such an event is the homeserver.
+    SignupTokenMinted {
+        token_hash: Digest,
+        #[serde(default)]
+        limits: UserLimits,
+    },
+    FilePut {
+        path: String,
+        content_hash: Digest,
+        size: u64,
+        content_type: String,
+    },
+    FileDeleted {
+        path: String,
+    },
+    UserDisabled,
+    UserEnabled,
+    LimitsChanged {
+        limits: UserLimits,
+    },
+}
+
+/// Which family of subjects an event travels on: the log keeps one subject per user
+/// and family, so the per-user optimistic concurrency check of file writes is not
+/// disturbed by account activity and vice versa.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectFamily {
+    /// `…ev…`: file events.
+    Files,
+    /// `…acct…`: account events (signup, sessions, limits).
+    Account,
+    /// `…op…`: operator events that belong to no user.
+    Operator,
+}
+
+impl SubjectFamily {
+    pub fn token(self) -> &'static str {
+        match self {
+            SubjectFamily::Files => "ev",
+            SubjectFamily::Account => "acct",
+            SubjectFamily::Operator => "op",
+        }
+    }
+}
+
+impl Change {
+    pub fn family(&self) -> SubjectFamily {
+        match self {
+            Change::FilePut { .. } | Change::FileDeleted { .. } => SubjectFamily::Files,
+            Change::SignupTokenMinted { .. } => SubjectFamily::Operator,
+            _ => SubjectFamily::Account,
+        }
+    }
+
+    /// The name used in the event's `kind` field and in JSON schema file names.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::UserSignedUp { .. } => "user_signed_up",
+            Change::GrantSessionCreated { .. } => "grant_session_created",
+            Change::GrantRevoked { .. } => "grant_revoked",
+            Change::CookieSessionCreated { .. } => "cookie_session_created",
+            Change::CookieSessionEnded { .. } => "cookie_session_ended",
+            Change::SignupTokenMinted { .. } => "signup_token_minted",
+            Change::FilePut { .. } => "file_put",
+            Change::FileDeleted { .. } => "file_deleted",
+            Change::UserDisabled => "user_disabled",
+            Change::UserEnabled => "user_enabled",
+            Change::LimitsChanged { .. } => "limits_changed",
+        }
+    }
+}
+
+/// One event as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version, always [`EVENT_VERSION`] when written by this crate.
+    pub v: u8,
+    /// The user the event belongs to (the homeserver's own key for operator events).
+    #[serde(with = "z32")]
+    pub user: PublicKey,
+    /// When the homeserver accepted the request, in microseconds since the Unix epoch.
+    pub ts: u64,
+    /// Unique per request; also the `Nats-Msg-Id`, which makes retries idempotent.
+    pub request_id: String,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+impl Event {
+    pub fn new(user: PublicKey, ts: u64, request_id: String, change: Change) -> Self {
+        Event {
+            v: EVENT_VERSION,
+            user,
+            ts,
+            request_id,
+            change,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing these plain data types cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// Keys travel as raw z-base-32 strings, as everywhere else on the Pubky wire (pkarr's
+/// own serde form is a byte array).
+pub mod z32 {
+    use crate::PublicKey;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(key: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&key.to_z32())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PublicKey, D::Error> {
+        let text = String::deserialize(d)?;
+        PublicKey::try_from(text.as_str()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Number of partitions the subjects are spread over. Fixed forever: changing it would
+/// move users between partitions and break per-user ordering of existing logs.
+pub const PARTITIONS: u16 = 16;
+
+/// The stable partition of a user: BLAKE3 of the raw key, first two bytes, mod
+/// [`PARTITIONS`]. Not `std`'s hasher, which is not stable across releases.
+pub fn partition_of(user: &PublicKey) -> u16 {
+    let digest = blake3::hash(user.as_bytes());
+    let bytes = digest.as_bytes();
+    u16::from_be_bytes([bytes[0], bytes[1]]) % PARTITIONS
+}
+
+/// The subject an event is appended to: `<prefix>.<family>.<partition>.<user z32>`.
+pub fn subject_for(prefix: &str, family: SubjectFamily, user: &PublicKey) -> String {
+    format!(
+        "{prefix}.{}.{}.{}",
+        family.token(),
+        partition_of(user),
+        user.to_z32()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Keypair;
+
+    fn key(seed: u8) -> PublicKey {
+        Keypair::from_secret_key(&[seed; 32]).public_key()
+    }
+
+    #[test]
+    fn events_round_trip_through_json_with_a_kind_tag() {
+        let event = Event::new(
+            key(1),
+            1_700_000_000_000_000,
+            "req-1".into(),
+            Change::FilePut {
+                path: "/pub/app/x.json".into(),
+                content_hash: Digest([7; 32]),
+                size: 12,
+                content_type: "application/json".into(),
+            },
+        );
+        let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(json["kind"], "file_put");
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["user"], key(1).to_z32());
+        assert_eq!(json["content_hash"], hex::encode([7u8; 32]));
+        assert_eq!(Event::from_json(&event.to_json()).unwrap(), event);
+    }
+
+    #[test]
+    fn events_without_the_later_optional_fields_still_decode() {
+        // As written before `cookie_session` and the `pop_nonce`s existed.
+        let user = key(1).to_z32();
+        let hash = hex::encode([7u8; 32]);
+        let signup = format!(
+            r#"{{"v":1,"user":"{user}","ts":1,"request_id":"r1","kind":"user_signed_up","signup_token":"{hash}","limits":{{}}}}"#
+        );
+        let revoked = format!(
+            r#"{{"v":1,"user":"{user}","ts":2,"request_id":"r2","kind":"grant_revoked","grant_id":"g"}}"#
+        );
+        let signup = Event::from_json(signup.as_bytes()).unwrap();
+        assert_eq!(
+            signup.change,
+            Change::UserSignedUp {
+                signup_token: Some(Digest([7; 32])),
+                limits: UserLimits::default(),
+                cookie_session: None,
+                pop_nonce: None,
+            }
+        );
+        let revoked = Event::from_json(revoked.as_bytes()).unwrap();
+        assert_eq!(
+            revoked.change,
+            Change::GrantRevoked {
+                grant_id: "g".into(),
+                pop_nonce: None,
+            }
+        );
+        // Absent stays absent on the way out: no `null`s.
+        let json: serde_json::Value = serde_json::from_slice(&signup.to_json()).unwrap();
+        assert!(json.get("cookie_session").is_none() && json.get("pop_nonce").is_none());
+        let json: serde_json::Value = serde_json::from_slice(&revoked.to_json()).unwrap();
+        assert!(json.get("pop_nonce").is_none());
+    }
+
+    #[test]
+    fn a_cookie_signup_carries_its_session_in_the_one_event() {
+        let event = Event::new(
+            key(1),
+            3,
+            "r3".into(),
+            Change::UserSignedUp {
+                signup_token: None,
+                limits: UserLimits::default(),
+                cookie_session: Some(CookieSessionStart {
+                    secret_hash: Digest([9; 32]),
+                    capabilities: "/:rw".into(),
+                    auth_token_id: "authtoken:1:x".into(),
+                }),
+                pop_nonce: None,
+            },
+        );
+        let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(
+            json["cookie_session"]["secret_hash"],
+            hex::encode([9u8; 32])
+        );
+        assert_eq!(json["cookie_session"]["capabilities"], "/:rw");
+        assert_eq!(Event::from_json(&event.to_json()).unwrap(), event);
+    }
+
+    #[test]
+    fn partition_is_stable_and_in_range() {
+        // Pinned values: a change here would re-partition every existing log.
+        let p = partition_of(&key(1));
+        assert!(p < PARTITIONS);
+        assert_eq!(p, partition_of(&key(1)));
+        let s = subject_for("hs", SubjectFamily::Files, &key(1));
+        assert_eq!(s, format!("hs.ev.{p}.{}", key(1).to_z32()));
+        let spread: std::collections::HashSet<u16> =
+            (0..64).map(|i| partition_of(&key(i))).collect();
+        assert!(
+            spread.len() > 8,
+            "64 keys should spread over many partitions"
+        );
+    }
+}

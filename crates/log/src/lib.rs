@@ -1,0 +1,391 @@
+//! The event log: one JetStream stream that is the homeserver's source of truth.
+//!
+//! This crate owns everything that touches NATS for the log: the minimum server
+//! version, the stream's immutable configuration, appending with per-user optimistic
+//! concurrency, and reading the log back in order. Postgres only ever holds
+//! projections of what is here.
+//!
+//! Why these choices (see `shared/reference/eventsourcing-notes.md`):
+//! - Servers older than [`MIN_SERVER`] accept the headers we rely on and silently
+//!   ignore them, so we refuse them at start instead of running unsafely.
+//! - `Nats-Msg-Id` makes a retried publish idempotent; the expected last subject
+//!   sequence makes a write valid only against the user state it was checked against.
+//! - Since 2.12 a retry whose first attempt was stored fails the expected-sequence check
+//!   instead of reporting a duplicate, so an ambiguous outcome is settled by reading the
+//!   subject's last message and comparing message ids, never by guessing.
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::{HeaderMap, header};
+use domain::event::subject_for;
+use domain::{Event, EventSeq};
+use futures::{Stream, StreamExt};
+use std::time::Duration;
+
+/// The oldest NATS server line we run against (major, minor). The pinned version in
+/// `scripts/services.sh` and `docker-compose.yml` must be at least this.
+pub const MIN_SERVER: (u64, u64) = (2, 14);
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub url: String,
+    /// Name of the JetStream stream, `HS_EVENTS` by default.
+    pub stream: String,
+    /// First token of every subject, `hs` by default. Tests use their own prefix and
+    /// stream so that they can share one NATS server.
+    pub subject_prefix: String,
+    /// How long to wait for a publish acknowledgement before retrying.
+    pub ack_timeout: Duration,
+}
+
+impl LogConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        LogConfig {
+            url: url.into(),
+            stream: "HS_EVENTS".into(),
+            subject_prefix: "hs".into(),
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error(
+        "NATS server {found} is too old: this homeserver needs {}.{} or newer \
+         (older servers silently ignore the concurrency headers it relies on); \
+         run `make services` to get the pinned server",
+        MIN_SERVER.0,
+        MIN_SERVER.1
+    )]
+    ServerTooOld { found: String },
+    #[error("JetStream is not enabled on the NATS server (start it with -js)")]
+    NoJetStream,
+    #[error("stream {stream} exists with an unsafe configuration: {problem}")]
+    StreamMisconfigured { stream: String, problem: String },
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("event {seq} in the log cannot be decoded: {reason}")]
+    Undecodable { seq: u64, reason: String },
+}
+
+/// What the writer believes the subject's last sequence is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// No check: for events that need no serialization (operator events).
+    Any,
+    /// The subject's last event must be exactly this one; `EventSeq(0)` means the
+    /// subject must be empty (create-if-absent).
+    LastSeq(EventSeq),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else appended to the subject since the caller read its state. Re-read
+    /// (at least up to `current`) and try again.
+    #[error("conflicting write: the subject's last event is {current:?}")]
+    Conflict { current: Option<EventSeq> },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// An event read back from the log with its position.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    pub seq: EventSeq,
+    pub subject: String,
+    pub event: Event,
+}
+
+#[derive(Clone)]
+pub struct EventLog {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: LogConfig,
+}
+
+impl EventLog {
+    /// Connects, refuses servers that are too old, and creates the stream if missing
+    /// (or checks that the existing one is configured safely).
+    pub async fn connect(config: LogConfig) -> Result<Self, LogError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("pubky-homeserver")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(&config.url);
+        let client = tokio::time::timeout(Duration::from_secs(10), client)
+            .await
+            .map_err(|_| LogError::Connect {
+                url: config.url.clone(),
+                reason: "timed out".into(),
+            })?
+            .map_err(|e| LogError::Connect {
+                url: config.url.clone(),
+                reason: e.to_string(),
+            })?;
+        check_server_version(&client.server_info().version)?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.ack_timeout)
+            .build(client.clone());
+        let log = EventLog { client, js, config };
+        log.ensure_stream().await?;
+        Ok(log)
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// True while the connection to NATS is up.
+    pub fn is_connected(&self) -> bool {
+        matches!(
+            self.client.connection_state(),
+            async_nats::connection::State::Connected
+        )
+    }
+
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.config.stream.clone(),
+            subjects: vec![format!("{}.>", self.config.subject_prefix)],
+            retention: stream::RetentionPolicy::Limits,
+            // The log is never truncated: replay must always be able to start at 1.
+            max_age: Duration::ZERO,
+            max_messages: -1,
+            max_bytes: -1,
+            discard: stream::DiscardPolicy::New,
+            deny_delete: true,
+            deny_purge: true,
+            duplicate_window: Duration::from_secs(120),
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            num_replicas: 1,
+            ..Default::default()
+        }
+    }
+
+    async fn ensure_stream(&self) -> Result<(), LogError> {
+        let wanted = self.stream_config();
+        match self.js.get_stream(&self.config.stream).await {
+            Ok(mut existing) => {
+                let info = existing.info().await.map_err(unavailable)?;
+                let have = &info.config;
+                let problem = if !have.deny_delete || !have.deny_purge {
+                    Some("deletes or purges are allowed")
+                } else if have.max_age != Duration::ZERO
+                    && have.discard == stream::DiscardPolicy::Old
+                {
+                    Some("old events expire")
+                } else if have.subjects != wanted.subjects {
+                    Some("its subjects differ")
+                } else {
+                    None
+                };
+                match problem {
+                    Some(problem) => Err(LogError::StreamMisconfigured {
+                        stream: self.config.stream.clone(),
+                        problem: problem.into(),
+                    }),
+                    None => Ok(()),
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(ref js)
+                        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                self.js.create_stream(wanted).await.map_err(|e| {
+                    if e.to_string().contains("not enabled") {
+                        LogError::NoJetStream
+                    } else {
+                        unavailable(e)
+                    }
+                })?;
+                Ok(())
+            }
+            Err(e) if e.to_string().contains("not enabled") => Err(LogError::NoJetStream),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The subject an event of `event.user` travels on.
+    pub fn subject_of(&self, event: &Event) -> String {
+        subject_for(
+            &self.config.subject_prefix,
+            event.change.family(),
+            &event.user,
+        )
+    }
+
+    /// Appends one event. Retries a lost acknowledgement with the same message id, and
+    /// settles an ambiguous outcome by looking at the subject's last message.
+    pub async fn append(&self, event: &Event, expected: Expected) -> Result<EventSeq, AppendError> {
+        let subject = self.subject_of(event);
+        let payload = bytes::Bytes::from(event.to_json());
+        let mut last_error = String::new();
+        for attempt in 0..3u32 {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::NATS_MESSAGE_ID, event.request_id.as_str());
+            if let Expected::LastSeq(seq) = expected {
+                headers.insert(
+                    header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    seq.0.to_string().as_str(),
+                );
+            }
+            let outcome = async {
+                self.js
+                    .publish_with_headers(subject.clone(), headers, payload.clone())
+                    .await?
+                    .await
+            }
+            .await;
+            match outcome {
+                Ok(ack) => return Ok(EventSeq(ack.sequence)),
+                Err(e) => match e.kind() {
+                    jetstream::context::PublishErrorKind::WrongLastSequence => {
+                        return self.settle(&subject, &event.request_id).await;
+                    }
+                    jetstream::context::PublishErrorKind::TimedOut
+                    | jetstream::context::PublishErrorKind::BrokenPipe
+                    | jetstream::context::PublishErrorKind::Other => {
+                        tracing::warn!(attempt, error = %e, "publish not acknowledged, retrying");
+                        last_error = e.to_string();
+                        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    }
+                    _ => return Err(LogError::Unavailable(e.to_string()).into()),
+                },
+            }
+        }
+        Err(LogError::Unavailable(last_error).into())
+    }
+
+    /// After an expected-sequence failure: if the subject's last message is ours, an
+    /// earlier attempt was stored and this append succeeded; otherwise it is a conflict.
+    async fn settle(&self, subject: &str, request_id: &str) -> Result<EventSeq, AppendError> {
+        let stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(unavailable)?;
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(last) => {
+                let ours = last
+                    .headers
+                    .get(header::NATS_MESSAGE_ID)
+                    .is_some_and(|id| id.as_str() == request_id);
+                if ours {
+                    Ok(EventSeq(last.sequence))
+                } else {
+                    Err(AppendError::Conflict {
+                        current: Some(EventSeq(last.sequence)),
+                    })
+                }
+            }
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                Err(AppendError::Conflict { current: None })
+            }
+            Err(e) => Err(unavailable(e).into()),
+        }
+    }
+
+    /// The sequence of the last event in the whole log (0 when empty).
+    pub async fn head(&self) -> Result<EventSeq, LogError> {
+        let mut stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(unavailable)?;
+        let info = stream.info().await.map_err(unavailable)?;
+        Ok(EventSeq(info.state.last_sequence))
+    }
+
+    /// Reads the log in order starting at `from` (inclusive), optionally restricted to
+    /// the subjects matching `filter`, and keeps following it as it grows. Backed by an
+    /// ordered consumer, which recreates itself on gaps, so nothing is skipped.
+    pub async fn read(
+        &self,
+        from: EventSeq,
+        filter: Option<String>,
+    ) -> Result<impl Stream<Item = Result<LoggedEvent, LogError>> + Send + 'static, LogError> {
+        let stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(unavailable)?;
+        let deliver_policy = if from.0 <= 1 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.0,
+            }
+        };
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy,
+                filter_subject: filter.unwrap_or_default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        Ok(messages.map(|message| {
+            let message = message.map_err(unavailable)?;
+            let info = message
+                .info()
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+            let seq = info.stream_sequence;
+            let event = Event::from_json(&message.payload).map_err(|e| LogError::Undecodable {
+                seq,
+                reason: e.to_string(),
+            })?;
+            Ok(LoggedEvent {
+                seq: EventSeq(seq),
+                subject: message.subject.to_string(),
+                event,
+            })
+        }))
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+/// Refuses servers older than [`MIN_SERVER`]. Public for the test of the message.
+pub fn check_server_version(version: &str) -> Result<(), LogError> {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().ok());
+    let major = parts.next().flatten();
+    let minor = parts.next().flatten();
+    match (major, minor) {
+        (Some(major), Some(minor)) if (major, minor) >= MIN_SERVER => Ok(()),
+        _ => Err(LogError::ServerTooOld {
+            found: version.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_below_the_minimum_are_refused() {
+        assert!(check_server_version("2.14.6").is_ok());
+        assert!(check_server_version("2.15.0-beta").is_ok());
+        assert!(check_server_version("3.0.0").is_ok());
+        let err = check_server_version("2.9.10").unwrap_err().to_string();
+        assert!(err.contains("2.9.10 is too old"), "{err}");
+        assert!(err.contains("needs 2.14 or newer"), "{err}");
+        assert!(check_server_version("2.11.3").is_err());
+        assert!(check_server_version("garbage").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Reads of the `entries` projection: single files, collisions and listings.
+//!
+//! Paths are compared in byte order (`COLLATE "C"`). A directory `d/` is the key range
+//! `[d/, d0)`, because `0` is the byte after `/`: range scans on the primary key, and no
+//! `LIKE` patterns whose `_` and `%` would need escaping.
+
+use crate::{Result, Store};
+use domain::{EventSeq, PublicKey};
+use sqlx::Row;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRow {
+    pub path: String,
+    pub content_hash: [u8; 32],
+    pub size: u64,
+    pub content_type: String,
+    pub modified_us: u64,
+    pub seq: EventSeq,
+}
+
+/// What a directory listing asks for. `dir` ends with `/`.
+#[derive(Debug, Clone)]
+pub struct ListQuery<'a> {
+    pub dir: &'a str,
+    /// Exclusive: list strictly after (or before, in reverse) this full path.
+    pub cursor: Option<&'a str>,
+    pub limit: u32,
+    pub reverse: bool,
+    pub shallow: bool,
+}
+
+/// The end of the key range of directory `dir` (which ends with `/`).
+fn dir_end(dir: &str) -> String {
+    let mut end = dir[..dir.len() - 1].to_string();
+    end.push('0');
+    end
+}
+
+impl Store {
+    pub async fn entry(&self, owner: &PublicKey, path: &str) -> Result<Option<EntryRow>> {
+        let row = sqlx::query(
+            "SELECT path, content_hash, size, content_type, modified_us, seq
+             FROM entries WHERE owner = $1 AND path = $2",
+        )
+        .bind(owner.to_z32())
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let hash: Vec<u8> = row.get("content_hash");
+            Ok(EntryRow {
+                path: row.get("path"),
+                content_hash: hash.try_into().map_err(|_| {
+                    crate::StoreError::Corrupt("content hash is not 32 bytes".into())
+                })?,
+                size: row.get::<i64, _>("size") as u64,
+                content_type: row.get("content_type"),
+                modified_us: row.get::<i64, _>("modified_us") as u64,
+                seq: EventSeq(row.get::<i64, _>("seq") as u64),
+            })
+        })
+        .transpose()
+    }
+
+    /// True when at least one entry lies under `dir`.
+    pub async fn dir_exists(&self, owner: &PublicKey, dir: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE owner = $1 AND path >= $2 AND path < $3)",
+        )
+        .bind(owner.to_z32())
+        .bind(dir)
+        .bind(dir_end(dir))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// A file at `path` would collide when entries exist under `path/`, or when one of
+    /// its ancestor directories (`ancestors`, without trailing `/`) is itself a file.
+    pub async fn collides(
+        &self,
+        owner: &PublicKey,
+        path: &str,
+        ancestors: &[String],
+    ) -> Result<bool> {
+        let dir = format!("{path}/");
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE owner = $1 AND path >= $2 AND path < $3)
+                 OR EXISTS (SELECT 1 FROM entries WHERE owner = $1 AND path = ANY($4))",
+        )
+        .bind(owner.to_z32())
+        .bind(&dir)
+        .bind(dir_end(&dir))
+        .bind(ancestors)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Lists `query.dir`: full entry paths (deep), or immediate children with
+    /// directories rendered once with a trailing `/` (shallow), in byte order.
+    pub async fn list(&self, owner: &PublicKey, query: &ListQuery<'_>) -> Result<Vec<String>> {
+        if query.shallow {
+            return self.list_shallow(owner, query).await;
+        }
+        let end = dir_end(query.dir);
+        let owner = owner.to_z32();
+        let sql = if query.reverse {
+            "SELECT path FROM entries WHERE owner = $1 AND path >= $2 AND path < $3
+             AND ($4::text IS NULL OR path < $4) ORDER BY path DESC LIMIT $5"
+        } else {
+            "SELECT path FROM entries WHERE owner = $1 AND path >= $2 AND path < $3
+             AND ($4::text IS NULL OR path > $4) ORDER BY path LIMIT $5"
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(owner)
+            .bind(query.dir)
+            .bind(end)
+            .bind(query.cursor)
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Shallow listing by skip-scan: each step finds the next entry after the previous
+    /// child; when it lies in a subdirectory, the child is that directory and the scan
+    /// jumps past the directory's whole key range.
+    async fn list_shallow(&self, owner: &PublicKey, query: &ListQuery<'_>) -> Result<Vec<String>> {
+        let dir = query.dir;
+        let owner = owner.to_z32();
+        let child_of = |path: &str| -> (String, bool) {
+            let rest = &path[dir.len()..];
+            match rest.find('/') {
+                Some(i) => (format!("{dir}{}", &rest[..=i]), true),
+                None => (path.to_string(), false),
+            }
+        };
+        // Where the scan resumes after a child. Forward past a directory `d/` means
+        // `path >= d0` (inclusive); past a file, `path > file`. Backward, `path < child`
+        // covers both, since everything inside `d/` sorts after `d/`.
+        let resume = |child: &str, is_dir: bool| -> (Option<String>, Option<String>) {
+            match (query.reverse, is_dir) {
+                (false, true) => (None, Some(dir_end(child))),
+                _ => (Some(child.to_string()), None),
+            }
+        };
+        // A cursor inside a child directory stands for that directory.
+        let (mut exclusive, mut inclusive) = match query.cursor {
+            Some(cursor) if cursor.starts_with(dir) && cursor.len() > dir.len() => {
+                let (child, is_dir) = child_of(cursor);
+                resume(&child, is_dir)
+            }
+            _ => (None, None),
+        };
+        let sql = if query.reverse {
+            "SELECT path FROM entries WHERE owner = $1 AND path >= $2 AND path < $3
+             AND ($4::text IS NULL OR path < $4) AND ($5::text IS NULL OR path >= $5)
+             ORDER BY path DESC LIMIT 1"
+        } else {
+            "SELECT path FROM entries WHERE owner = $1 AND path >= $2 AND path < $3
+             AND ($4::text IS NULL OR path > $4) AND ($5::text IS NULL OR path >= $5)
+             ORDER BY path LIMIT 1"
+        };
+        let end = dir_end(dir);
+        let mut out = Vec::new();
+        while out.len() < query.limit as usize {
+            let next: Option<String> = sqlx::query_scalar(sql)
+                .bind(&owner)
+                .bind(dir)
+                .bind(&end)
+                .bind(&exclusive)
+                .bind(&inclusive)
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some(path) = next else { break };
+            let (child, is_dir) = child_of(&path);
+            (exclusive, inclusive) = resume(&child, is_dir);
+            out.push(child);
+        }
+        Ok(out)
+    }
+
+    /// Of `hashes`, the ones some entry still references (for blob garbage collection).
+    pub async fn referenced_hashes(&self, hashes: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
+        let hashes: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT DISTINCT content_hash FROM entries WHERE content_hash = ANY($1)",
+        )
+        .bind(&hashes)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().filter_map(|h| h.try_into().ok()).collect())
+    }
+}

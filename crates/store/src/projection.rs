@@ -1,0 +1,404 @@
+//! Applying events to the tables: the only writer of the projections.
+//!
+//! A batch of events is one transaction that also moves the projector's checkpoint, so
+//! a crash commits both or neither and a restart resumes exactly after the last
+//! committed event (exactly-once effect). Events at or below the checkpoint are skipped,
+//! which makes redelivery harmless. After the commit a `pg_notify` wakes the writers of
+//! other processes that wait for their event to be visible (read-your-writes).
+
+use crate::{Result, Store, StoreError, micros_to_i64};
+use domain::event::{Change, Digest, StorageLimit, UserLimits};
+use domain::{Event, EventSeq};
+use sqlx::{Postgres, Transaction};
+
+/// The channel on which the projector announces its new checkpoint after each commit.
+pub const PROJECTED_CHANNEL: &str = "hs_projected";
+
+/// Bytes charged per entry on top of its content, as the reference server does.
+pub const ENTRY_OVERHEAD_BYTES: i64 = 256;
+
+impl Store {
+    /// The last sequence applied under this checkpoint name (0 when none).
+    pub async fn checkpoint(&self, name: &str) -> Result<EventSeq> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM projector_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(EventSeq(seq.unwrap_or(0).max(0) as u64))
+    }
+
+    /// The position up to which every event is applied: the smallest checkpoint.
+    pub async fn watermark(&self) -> Result<EventSeq> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT min(last_seq) FROM projector_checkpoints")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(EventSeq(seq.unwrap_or(0).max(0) as u64))
+    }
+
+    /// Applies `events` (in log order) and moves checkpoint `name` to the last one, in
+    /// one transaction. Returns the new checkpoint.
+    pub async fn apply_batch(&self, name: &str, events: &[(EventSeq, Event)]) -> Result<EventSeq> {
+        let mut tx = self.pool.begin().await?;
+        // The projector's commits may be lost on a crash without harm (the log is the
+        // truth and the checkpoint moves with the rows), so it need not wait for fsync.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT last_seq FROM projector_checkpoints WHERE name = $1 FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut checkpoint = current.unwrap_or(0);
+        for (seq, event) in events {
+            let seq = seq.0 as i64;
+            if seq <= checkpoint {
+                continue;
+            }
+            apply(&mut tx, seq, event).await?;
+            checkpoint = seq;
+        }
+        sqlx::query(
+            "INSERT INTO projector_checkpoints (name, last_seq) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq",
+        )
+        .bind(name)
+        .bind(checkpoint)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(format!("{PROJECTED_CHANNEL}_{}", self.schema))
+            .bind(checkpoint.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(EventSeq(checkpoint as u64))
+    }
+}
+
+async fn apply(tx: &mut Transaction<'_, Postgres>, seq: i64, event: &Event) -> Result<()> {
+    let user = event.user.to_z32();
+    let ts = micros_to_i64(event.ts);
+    match &event.change {
+        Change::UserSignedUp {
+            signup_token,
+            limits,
+            cookie_session,
+            pop_nonce,
+        } => {
+            let (quota, paths, rate_read, rate_write) = limit_columns(limits);
+            sqlx::query(
+                "INSERT INTO users (pubkey, created_us, acct_seq, storage_quota_mb,
+                                    allowed_write_paths, rate_read, rate_write)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pubkey) DO NOTHING",
+            )
+            .bind(&user)
+            .bind(ts)
+            .bind(seq)
+            .bind(quota)
+            .bind(paths)
+            .bind(rate_read)
+            .bind(rate_write)
+            .execute(&mut **tx)
+            .await?;
+            if let Some(token) = signup_token {
+                sqlx::query(
+                    "UPDATE signup_tokens SET used_by = $2, used_us = $3
+                     WHERE token_hash = $1 AND used_by IS NULL",
+                )
+                .bind(&token.0[..])
+                .bind(&user)
+                .bind(ts)
+                .execute(&mut **tx)
+                .await?;
+            }
+            // A cookie signup opens its session in the same event (after the user row,
+            // which the session references).
+            if let Some(session) = cookie_session {
+                insert_cookie_session(
+                    tx,
+                    &session.secret_hash,
+                    &session.capabilities,
+                    &session.auth_token_id,
+                    &user,
+                    ts,
+                )
+                .await?;
+            }
+            if let Some(nonce) = pop_nonce {
+                use_nonce(tx, nonce, &user, ts).await?;
+            }
+            return Ok(());
+        }
+        Change::GrantSessionCreated {
+            grant_id,
+            client_id,
+            client_key,
+            capabilities,
+            grant_issued_at,
+            grant_expires_at,
+            token_hash,
+            token_expires_at,
+            pop_nonce,
+        } => {
+            sqlx::query(
+                "INSERT INTO grants (grant_id, owner, client_id, client_key, capabilities,
+                                     issued_at, expires_at, created_us)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (grant_id) DO NOTHING",
+            )
+            .bind(grant_id)
+            .bind(&user)
+            .bind(client_id)
+            .bind(client_key.to_z32())
+            .bind(capabilities.join(","))
+            .bind(*grant_issued_at as i64)
+            .bind(*grant_expires_at as i64)
+            .bind(ts)
+            .execute(&mut **tx)
+            .await?;
+            end_grant_sessions(tx, grant_id, &user).await?;
+            sqlx::query(
+                "INSERT INTO grant_sessions (token_hash, grant_id, expires_at, created_us)
+                 SELECT $1, $2, $3, $4
+                 WHERE EXISTS (SELECT 1 FROM grants WHERE grant_id = $2 AND owner = $5)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&token_hash.0[..])
+            .bind(grant_id)
+            .bind(*token_expires_at as i64)
+            .bind(ts)
+            .bind(&user)
+            .execute(&mut **tx)
+            .await?;
+            use_nonce(tx, pop_nonce, &user, ts).await?;
+        }
+        Change::GrantRevoked {
+            grant_id,
+            pop_nonce,
+        } => {
+            sqlx::query(
+                "UPDATE grants SET revoked_us = $3
+                 WHERE grant_id = $1 AND owner = $2 AND revoked_us IS NULL",
+            )
+            .bind(grant_id)
+            .bind(&user)
+            .bind(ts)
+            .execute(&mut **tx)
+            .await?;
+            end_grant_sessions(tx, grant_id, &user).await?;
+            if let Some(nonce) = pop_nonce {
+                use_nonce(tx, nonce, &user, ts).await?;
+            }
+        }
+        Change::CookieSessionCreated {
+            secret_hash,
+            capabilities,
+            auth_token_id,
+        } => {
+            insert_cookie_session(tx, secret_hash, capabilities, auth_token_id, &user, ts).await?;
+        }
+        Change::CookieSessionEnded { secret_hash } => {
+            sqlx::query("DELETE FROM cookie_sessions WHERE secret_hash = $1 AND owner = $2")
+                .bind(&secret_hash.0[..])
+                .bind(&user)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Change::SignupTokenMinted { token_hash, limits } => {
+            let limits = serde_json::to_value(limits)
+                .map_err(|e| StoreError::Corrupt(format!("limits of event {seq}: {e}")))?;
+            sqlx::query(
+                "INSERT INTO signup_tokens (token_hash, created_us, limits)
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&token_hash.0[..])
+            .bind(ts)
+            .bind(limits)
+            .execute(&mut **tx)
+            .await?;
+            // Operator events belong to no user's sequence.
+            return Ok(());
+        }
+        Change::FilePut {
+            path,
+            content_hash,
+            size,
+            content_type,
+        } => {
+            // One statement: the CTEs all see the table as it was before the upsert, so
+            // `old` is the previous version's size for the quota arithmetic.
+            sqlx::query(
+                "WITH old AS (SELECT size FROM entries WHERE owner = $1 AND path = $2),
+                 upsert AS (
+                    INSERT INTO entries (owner, path, content_hash, size, content_type, modified_us, seq)
+                    SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM users WHERE pubkey = $1)
+                    ON CONFLICT (owner, path) DO UPDATE SET
+                        content_hash = excluded.content_hash, size = excluded.size,
+                        content_type = excluded.content_type, modified_us = excluded.modified_us,
+                        seq = excluded.seq
+                    WHERE entries.seq < excluded.seq
+                 ),
+                 feed AS (
+                    INSERT INTO events (seq, owner, op, path, content_hash, created_us, private)
+                    VALUES ($7, $1, 'PUT', $2, $3, $6, $8) ON CONFLICT DO NOTHING
+                 )
+                 UPDATE users SET
+                    used_bytes = used_bytes + $4 - COALESCE((SELECT size FROM old), -$9),
+                    file_seq = $7
+                 WHERE pubkey = $1",
+            )
+            .bind(&user)
+            .bind(path)
+            .bind(&content_hash.0[..])
+            .bind(*size as i64)
+            .bind(content_type)
+            .bind(ts)
+            .bind(seq)
+            .bind(is_private(path))
+            .bind(ENTRY_OVERHEAD_BYTES)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        Change::FileDeleted { path } => {
+            sqlx::query(
+                "WITH gone AS (DELETE FROM entries WHERE owner = $1 AND path = $2 RETURNING size),
+                 feed AS (
+                    INSERT INTO events (seq, owner, op, path, content_hash, created_us, private)
+                    VALUES ($3, $1, 'DEL', $2, NULL, $4, $5) ON CONFLICT DO NOTHING
+                 )
+                 UPDATE users SET
+                    used_bytes = used_bytes - COALESCE((SELECT size + $6 FROM gone), 0),
+                    file_seq = $3
+                 WHERE pubkey = $1",
+            )
+            .bind(&user)
+            .bind(path)
+            .bind(seq)
+            .bind(ts)
+            .bind(is_private(path))
+            .bind(ENTRY_OVERHEAD_BYTES)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        Change::UserDisabled | Change::UserEnabled => {
+            sqlx::query("UPDATE users SET disabled = $2 WHERE pubkey = $1")
+                .bind(&user)
+                .bind(matches!(event.change, Change::UserDisabled))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Change::LimitsChanged { limits } => {
+            let (quota, paths, rate_read, rate_write) = limit_columns(limits);
+            sqlx::query(
+                "UPDATE users SET storage_quota_mb = $2, allowed_write_paths = $3,
+                                  rate_read = $4, rate_write = $5
+                 WHERE pubkey = $1",
+            )
+            .bind(&user)
+            .bind(quota)
+            .bind(paths)
+            .bind(rate_read)
+            .bind(rate_write)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    // Every account event moves the user's account sequence.
+    sqlx::query("UPDATE users SET acct_seq = $2 WHERE pubkey = $1")
+        .bind(&user)
+        .bind(seq)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Ends the bearer sessions of `grant_id`, if the grant belongs to `user`. A grant id is
+/// chosen by the client: one user's event must never touch another user's grant.
+async fn end_grant_sessions(
+    tx: &mut Transaction<'_, Postgres>,
+    grant_id: &str,
+    user: &str,
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM grant_sessions WHERE grant_id = $1
+         AND EXISTS (SELECT 1 FROM grants WHERE grant_id = $1 AND owner = $2)",
+    )
+    .bind(grant_id)
+    .bind(user)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A cookie session and the AuthToken id that opened it, which is used up with it.
+async fn insert_cookie_session(
+    tx: &mut Transaction<'_, Postgres>,
+    secret_hash: &Digest,
+    capabilities: &str,
+    auth_token_id: &str,
+    user: &str,
+    ts: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cookie_sessions (secret_hash, owner, capabilities, created_us)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(&secret_hash.0[..])
+    .bind(user)
+    .bind(capabilities)
+    .bind(ts)
+    .execute(&mut **tx)
+    .await?;
+    use_nonce(tx, auth_token_id, user, ts).await
+}
+
+async fn use_nonce(
+    tx: &mut Transaction<'_, Postgres>,
+    nonce: &str,
+    user: &str,
+    ts: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO used_nonces (nonce, owner, used_us) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(nonce)
+    .bind(user)
+    .bind(ts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn is_private(path: &str) -> bool {
+    path.starts_with("/priv/")
+}
+
+type LimitColumns = (
+    Option<i64>,
+    Option<serde_json::Value>,
+    Option<String>,
+    Option<String>,
+);
+
+fn limit_columns(limits: &UserLimits) -> LimitColumns {
+    let quota = limits.storage.map(|limit| match limit {
+        StorageLimit::Unlimited => -1,
+        StorageLimit::Megabytes(mb) => i64::try_from(mb).unwrap_or(i64::MAX),
+    });
+    let paths = limits
+        .allowed_write_paths
+        .as_ref()
+        .map(|paths| serde_json::Value::from(paths.clone()));
+    (
+        quota,
+        paths,
+        limits.rate_read.clone(),
+        limits.rate_write.clone(),
+    )
+}

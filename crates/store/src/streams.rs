@@ -1,0 +1,148 @@
+//! Reads of the `events` projection for event streams (`/events-stream`, `/events-ws`):
+//! the history phase of a subscription over several users and path filters.
+//!
+//! Like the public feed, these queries never serve past the watermark (the smallest
+//! projector checkpoint), computed in the same statement, so a reader that resumes
+//! from the last sequence it received cannot skip an event that is committed later
+//! with a smaller sequence.
+//!
+//! Path filters are matched with range comparisons under `COLLATE "C"` instead of
+//! `LIKE`, so `_` and `%` in a filter are literal and the `(owner, seq)` index still
+//! drives the scan: a directory `/pub/a/` matches `path >= '/pub/a/' AND path < '/pub/a0'`
+//! (`0` is the byte after `/`), a file matches by equality.
+
+use crate::feed::{FeedEvent, feed_event};
+use crate::{Result, Store};
+use domain::EventSeq;
+
+/// One user of a stream and where its history resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCursor {
+    /// Raw z-base-32 key, as stored in `events.owner`.
+    pub owner: String,
+    /// Exclusive bound: events after it (ascending) or before it (descending).
+    /// `None` means "from the start" (ascending) or "from the newest" (descending).
+    pub cursor: Option<EventSeq>,
+}
+
+/// Which paths a stream wants. Empty `dirs` and `files` match nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathFilters {
+    /// Canonical directory paths ending in `/`: prefix matches.
+    pub dirs: Vec<String>,
+    /// Canonical file paths: exact matches.
+    pub files: Vec<String>,
+}
+
+impl PathFilters {
+    /// The exclusive upper bound of the prefix range of `dir` (which ends in `/`).
+    fn upper_bound(dir: &str) -> String {
+        match dir.strip_suffix('/') {
+            Some(stem) => format!("{stem}0"),
+            // Not a directory path: an empty range.
+            None => dir.to_owned(),
+        }
+    }
+}
+
+impl Store {
+    /// Up to `limit` file events of `users` matching `filters`, each strictly after
+    /// (or, when `descending`, before) that user's cursor, and never past the
+    /// watermark, merged over all users in sequence order.
+    pub async fn stream_events(
+        &self,
+        users: &[UserCursor],
+        filters: &PathFilters,
+        descending: bool,
+        limit: u32,
+    ) -> Result<Vec<FeedEvent>> {
+        if users.is_empty() || (filters.dirs.is_empty() && filters.files.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let owners: Vec<&str> = users.iter().map(|u| u.owner.as_str()).collect();
+        let cursors: Vec<i64> = users
+            .iter()
+            .map(|u| match (u.cursor, descending) {
+                (Some(seq), _) => crate::seq_param(seq),
+                (None, false) => 0,
+                (None, true) => i64::MAX,
+            })
+            .collect();
+        let lows: Vec<&str> = filters.dirs.iter().map(String::as_str).collect();
+        let highs: Vec<String> = filters
+            .dirs
+            .iter()
+            .map(|d| PathFilters::upper_bound(d))
+            .collect();
+        // One LATERAL scan per user on the (owner, seq) index, each bounded by the
+        // limit, then merged: cost is O(users * limit) whatever the table size.
+        let (cmp, order) = if descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        let sql = format!(
+            "WITH w AS (SELECT coalesce(min(last_seq), 0) AS w FROM projector_checkpoints)
+             SELECT e.seq, e.owner, e.op, e.path, e.content_hash, e.created_us
+             FROM unnest($1::text[], $2::bigint[]) AS c(owner, cur)
+             CROSS JOIN LATERAL (
+                SELECT ev.seq, ev.owner, ev.op, ev.path, ev.content_hash, ev.created_us
+                FROM events ev, w
+                WHERE ev.owner = c.owner COLLATE \"C\"
+                  AND ev.seq {cmp} c.cur
+                  AND ev.seq <= w.w
+                  AND (ev.path = ANY($5::text[])
+                       OR EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS d(lo, hi)
+                                  WHERE ev.path >= d.lo COLLATE \"C\"
+                                    AND ev.path < d.hi COLLATE \"C\"))
+                ORDER BY ev.seq {order}
+                LIMIT $6
+             ) e
+             ORDER BY e.seq {order}
+             LIMIT $6"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&owners)
+            .bind(&cursors)
+            .bind(&lows)
+            .bind(&highs)
+            .bind(&filters.files)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(feed_event).collect())
+    }
+
+    /// The sequence of the event created at exactly `created_us`, for legacy
+    /// timestamp cursors (spec §6). The smallest one if several share the time.
+    pub async fn event_seq_at(&self, created_us: u64) -> Result<Option<EventSeq>> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT min(seq) FROM events WHERE created_us = $1")
+                .bind(i64::try_from(created_us).unwrap_or(i64::MAX))
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(seq.map(|s| EventSeq(s.max(0) as u64)))
+    }
+
+    /// Which of `owners` (raw z32) have an account.
+    pub async fn existing_users(&self, owners: &[String]) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT pubkey FROM users WHERE pubkey = ANY($1::text[])")
+                .bind(owners)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_ranges_end_at_the_byte_after_the_slash() {
+        assert_eq!(PathFilters::upper_bound("/pub/a/"), "/pub/a0");
+        assert_eq!(PathFilters::upper_bound("/pub/a_%/"), "/pub/a_%0");
+        assert_eq!(PathFilters::upper_bound("/pub/x"), "/pub/x");
+    }
+}

@@ -1,0 +1,71 @@
+//! Reads of the `users` projection.
+
+use crate::{Result, Store};
+use domain::{EventSeq, PublicKey};
+use sqlx::Row;
+
+/// A user as the write path sees it: existence, limits, usage and versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub pubkey: String,
+    pub created_us: i64,
+    pub disabled: bool,
+    pub used_bytes: i64,
+    /// `None`: the server default; `Some(-1)`: unlimited.
+    pub storage_quota_mb: Option<i64>,
+    pub allowed_write_paths: Option<Vec<String>>,
+    pub rate_read: Option<String>,
+    pub rate_write: Option<String>,
+    /// Last event on the user's file subject.
+    pub file_seq: EventSeq,
+    /// Last event on the user's account subject.
+    pub acct_seq: EventSeq,
+}
+
+impl Store {
+    pub async fn user(&self, user: &PublicKey) -> Result<Option<UserRow>> {
+        let row = sqlx::query(
+            "SELECT pubkey, created_us, disabled, used_bytes, storage_quota_mb,
+                    allowed_write_paths, rate_read, rate_write, file_seq, acct_seq
+             FROM users WHERE pubkey = $1",
+        )
+        .bind(user.to_z32())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| UserRow {
+            pubkey: row.get("pubkey"),
+            created_us: row.get("created_us"),
+            disabled: row.get("disabled"),
+            used_bytes: row.get("used_bytes"),
+            storage_quota_mb: row.get("storage_quota_mb"),
+            allowed_write_paths: row
+                .get::<Option<serde_json::Value>, _>("allowed_write_paths")
+                .and_then(|v| serde_json::from_value(v).ok()),
+            rate_read: row.get("rate_read"),
+            rate_write: row.get("rate_write"),
+            file_seq: EventSeq(row.get::<i64, _>("file_seq") as u64),
+            acct_seq: EventSeq(row.get::<i64, _>("acct_seq") as u64),
+        }))
+    }
+}
+
+impl Store {
+    /// Every user's public key, disabled ones included, in key order.
+    ///
+    /// For the PKARR republisher: a user's `_pubky` record names this homeserver whether
+    /// or not an operator has disabled the account for now, and letting the record lapse
+    /// on the DHT would make re-enabling pointless. One column, no paging: even a million
+    /// keys are ~53 MB of z-base-32 once an hour, far below the cost of the DHT work the
+    /// republisher then does for each of them.
+    pub async fn user_keys(&self) -> Result<Vec<PublicKey>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT pubkey FROM users ORDER BY pubkey")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|z32| {
+                PublicKey::try_from(z32.as_str())
+                    .map_err(|e| crate::StoreError::Corrupt(format!("users.pubkey {z32:?}: {e}")))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,92 @@
+//! The write path's last step: append one event, then wait until it is projected.
+//!
+//! Writes of one user are validated against the user's projected state and appended
+//! with that state's sequence as the expected last subject sequence, so a write that
+//! raced another one is refused by the log instead of silently applied on stale state
+//! (see `log`). Within one process, writes of the same user also queue on a striped
+//! lock, so they do not needlessly conflict with each other.
+
+use crate::{ApiError, AppState};
+use domain::{Event, EventSeq, PublicKey};
+use log::{AppendError, Expected};
+use tokio::sync::{Mutex, MutexGuard};
+
+const STRIPES: usize = 256;
+
+pub struct UserLocks(Vec<Mutex<()>>);
+
+impl Default for UserLocks {
+    fn default() -> Self {
+        UserLocks((0..STRIPES).map(|_| Mutex::new(())).collect())
+    }
+}
+
+/// An appended event.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub seq: EventSeq,
+    /// False when the projection did not catch up within the configured wait.
+    pub visible: bool,
+}
+
+/// Why an append did not happen.
+#[derive(Debug)]
+pub enum CommitError {
+    /// The user's state moved since it was read; re-read and retry.
+    Conflict,
+    Api(ApiError),
+}
+
+impl From<ApiError> for CommitError {
+    fn from(e: ApiError) -> Self {
+        CommitError::Api(e)
+    }
+}
+
+impl AppState {
+    /// Serializes this process's writes of `user`.
+    pub async fn lock_user(&self, user: &PublicKey) -> MutexGuard<'_, ()> {
+        let digest = blake3::hash(user.as_bytes());
+        let stripe = usize::from(digest.as_bytes()[0]) % STRIPES;
+        self.user_locks.0[stripe].lock().await
+    }
+
+    /// Appends `event` expecting the subject's last sequence to be `expected`, then
+    /// waits (bounded) until the projection shows it.
+    pub async fn commit(
+        &self,
+        event: &Event,
+        expected: Expected,
+    ) -> Result<Committed, CommitError> {
+        let seq = match self.log.append(event, expected).await {
+            Ok(seq) => seq,
+            Err(AppendError::Conflict { current }) => {
+                // Let the projection catch up with whatever won, so the retry reads it.
+                if let Some(current) = current {
+                    self.progress
+                        .wait_for(current, self.config.projection_wait)
+                        .await;
+                }
+                return Err(CommitError::Conflict);
+            }
+            Err(AppendError::Log(e)) => return Err(CommitError::Api(e.into())),
+        };
+        tracing::Span::current().record("event_seq", seq.0);
+        let visible = self
+            .progress
+            .wait_for(seq, self.config.projection_wait)
+            .await;
+        if !visible {
+            tracing::warn!(seq = seq.0, "event appended but not yet projected");
+        }
+        Ok(Committed { seq, visible })
+    }
+}
+
+/// How many times a write re-reads the user's state after losing a race.
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// The error to answer when every attempt lost a race.
+pub fn too_much_contention() -> ApiError {
+    ApiError::Unavailable("too many concurrent writes to the same user".into())
+}

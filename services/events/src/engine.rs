@@ -1,0 +1,221 @@
+//! One subscription's source of events, shared by SSE and WebSocket: history from
+//! Postgres, then the live tail from the fan-out, with per-user cursors.
+//!
+//! No gaps, no duplicates. The handler subscribes to the fan-out *before* the first
+//! history query. The fan-out publishes an event only once it is projected, so every
+//! event that is not in the receiver's ring was projected before the subscription and
+//! is served by a history query (which reads up to the watermark). History loops until
+//! a batch is empty; live events at or below the last sequence sent for their user
+//! are then dropped. The output is in global sequence order (descending with
+//! `reverse`), so a client's last seen sequence is a complete resume point.
+//!
+//! Every method here is cancel-safe: state changes only after an `.await` completes,
+//! so the transports may race [`Engine::next`] against keep-alive timers and socket
+//! reads.
+
+use crate::fanout::{FileEvent, Revocation};
+use api::SessionKind;
+use domain::EntryPath;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use store::Store;
+use store::streams::{PathFilters, UserCursor};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+/// Rows per history query, as the reference.
+pub const HISTORY_BATCH: u32 = 100;
+
+/// The session a private stream was authorized with: the stream ends with it.
+#[derive(Debug)]
+pub struct Guard {
+    pub user: String,
+    pub kind: SessionKind,
+    pub revocations: broadcast::Receiver<Arc<Revocation>>,
+}
+
+impl Guard {
+    fn is_revoked_by(&self, revocation: &Revocation) -> bool {
+        match (revocation, &self.kind) {
+            (Revocation::Grant { user, grant_id }, SessionKind::Grant { grant_id: ours }) => {
+                *user == self.user && grant_id == ours
+            }
+            (
+                Revocation::Cookie { user, secret_hash },
+                SessionKind::Cookie { secret_hash: ours },
+            ) => *user == self.user && secret_hash == ours,
+            _ => false,
+        }
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// History done and not live, or the limit reached.
+    Complete,
+    /// The subscriber fell behind the fan-out ring: it must resume from its cursor.
+    Lagged,
+    /// The session of a private stream ended.
+    Revoked,
+    /// Postgres failed, or the fan-out stopped.
+    Unavailable,
+}
+
+enum Phase {
+    History,
+    Live,
+}
+
+pub struct Engine {
+    store: Store,
+    users: Vec<UserCursor>,
+    filters: Vec<EntryPath>,
+    store_filters: PathFilters,
+    reverse: bool,
+    remaining: Option<u32>,
+    pending: VecDeque<FileEvent>,
+    phase: Phase,
+    /// Present in live mode.
+    live: Option<broadcast::Receiver<Arc<FileEvent>>>,
+    /// Present for private streams.
+    guard: Option<Guard>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        users: Vec<UserCursor>,
+        filters: Vec<EntryPath>,
+        reverse: bool,
+        limit: Option<u16>,
+        live: Option<broadcast::Receiver<Arc<FileEvent>>>,
+        guard: Option<Guard>,
+    ) -> Self {
+        let mut store_filters = PathFilters::default();
+        for f in &filters {
+            if f.is_dir() {
+                store_filters.dirs.push(f.as_str().to_owned());
+            } else {
+                store_filters.files.push(f.as_str().to_owned());
+            }
+        }
+        Engine {
+            store,
+            users,
+            filters,
+            store_filters,
+            reverse,
+            remaining: limit.map(u32::from),
+            pending: VecDeque::new(),
+            phase: Phase::History,
+            live,
+            guard,
+        }
+    }
+
+    /// The next event to send, or why the stream ends.
+    pub async fn next(&mut self) -> Result<FileEvent, End> {
+        loop {
+            if self.remaining == Some(0) {
+                return Err(End::Complete);
+            }
+            if let Some(event) = self.pending.pop_front() {
+                self.sent(&event);
+                return Ok(event);
+            }
+            match self.phase {
+                Phase::History => {
+                    let batch = {
+                        let query = self.store.stream_events(
+                            &self.users,
+                            &self.store_filters,
+                            self.reverse,
+                            HISTORY_BATCH,
+                        );
+                        match self.guard.as_mut() {
+                            Some(guard) => tokio::select! {
+                                biased;
+                                end = watch_revocation(guard) => return Err(end),
+                                batch = query => batch,
+                            },
+                            None => query.await,
+                        }
+                    };
+                    let batch = match batch {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event stream history failed");
+                            return Err(End::Unavailable);
+                        }
+                    };
+                    if batch.is_empty() {
+                        if self.live.is_none() {
+                            return Err(End::Complete);
+                        }
+                        self.phase = Phase::Live;
+                    } else {
+                        self.pending.extend(batch.into_iter().map(FileEvent::from));
+                    }
+                }
+                Phase::Live => {
+                    let Some(live) = self.live.as_mut() else {
+                        return Err(End::Complete);
+                    };
+                    let received = match self.guard.as_mut() {
+                        Some(guard) => tokio::select! {
+                            biased;
+                            end = watch_revocation(guard) => return Err(end),
+                            received = live.recv() => received,
+                        },
+                        None => live.recv().await,
+                    };
+                    match received {
+                        Ok(event) => {
+                            if self.wants(&event) {
+                                let event = FileEvent::clone(&event);
+                                self.sent(&event);
+                                return Ok(event);
+                            }
+                        }
+                        Err(RecvError::Lagged(skipped)) => {
+                            tracing::info!(skipped, "slow event stream subscriber disconnected");
+                            return Err(End::Lagged);
+                        }
+                        Err(RecvError::Closed) => return Err(End::Unavailable),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A live event is for this stream if its user is followed, it is after what was
+    /// already sent for that user, and its path matches a filter.
+    fn wants(&self, event: &FileEvent) -> bool {
+        self.users
+            .iter()
+            .any(|u| u.owner == event.owner && u.cursor.is_none_or(|c| event.seq > c))
+            && crate::params::matches(&self.filters, &event.path)
+    }
+
+    fn sent(&mut self, event: &FileEvent) {
+        for user in self.users.iter_mut().filter(|u| u.owner == event.owner) {
+            user.cursor = Some(event.seq);
+        }
+        if let Some(remaining) = self.remaining.as_mut() {
+            *remaining = remaining.saturating_sub(1);
+        }
+    }
+}
+
+/// Resolves when the guarded session ends (or revocations can no longer be seen).
+async fn watch_revocation(guard: &mut Guard) -> End {
+    loop {
+        match guard.revocations.recv().await {
+            Ok(revocation) if guard.is_revoked_by(&revocation) => return End::Revoked,
+            Ok(_) => {}
+            // Missed revocations might include ours: closing is the safe answer.
+            Err(RecvError::Lagged(_)) => return End::Revoked,
+            Err(RecvError::Closed) => return End::Unavailable,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The live fan-out: one upstream reader of the log per events instance, feeding every
+//! open stream through a `tokio::sync::broadcast` channel.
+//!
+//! Why one upstream and not one JetStream consumer per client: a consumer is a
+//! server-side object with its own heartbeats and an API round trip to create, fine for
+//! tens of clients and wasteful for thousands (eventsourcing notes §5). An ordered
+//! consumer per *instance* survives NATS reconnects without gaps; if it fails anyway,
+//! it is recreated from the sequence after the last one it published.
+//!
+//! Why events are published only once projected: a stream's history comes from
+//! Postgres up to the watermark, its live tail from here. If a live event could be
+//! ahead of the watermark, a client could receive `seq = 10` live, reconnect with
+//! `Last-Event-ID: 10`, and never see a `seq = 9` that was still being projected. So
+//! the fan-out waits for [`Progress`] to reach each event's sequence before publishing
+//! it, and "published" always implies "served by history". With that, a subscriber
+//! that subscribes *before* reading history and drops live events at or below what it
+//! already sent sees every event exactly once (see `engine.rs`).
+//!
+//! Slow subscribers do not slow anyone down: the broadcast ring keeps the last
+//! [`CAPACITY`] items; a subscriber that falls further behind gets `Lagged` and its
+//! stream is closed, and the client resumes from its cursor (served from Postgres).
+//!
+//! Account events that end a session (`GrantRevoked`, `CookieSessionEnded`) travel on a
+//! second, small channel, so a private stream can watch for its own revocation during
+//! the history phase without consuming (and losing) live file events.
+
+use domain::EventSeq;
+use domain::event::Change;
+use futures::StreamExt;
+use log::EventLog;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use store::Progress;
+use tokio::sync::broadcast;
+
+/// Slots of the file-event ring shared by all subscribers.
+pub const CAPACITY: usize = 4096;
+/// Slots of the revocation ring (revocations are rare).
+pub const REVOCATION_CAPACITY: usize = 256;
+
+/// A projected file event, as every stream renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEvent {
+    pub seq: EventSeq,
+    /// Raw z-base-32 key of the owner.
+    pub owner: String,
+    pub op: Op,
+    pub path: String,
+    pub content_hash: Option<[u8; 32]>,
+    /// When the homeserver accepted the write, in microseconds since the epoch.
+    pub ts_us: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Put,
+    Del,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Put => "PUT",
+            Op::Del => "DEL",
+        }
+    }
+}
+
+impl From<store::feed::FeedEvent> for FileEvent {
+    fn from(e: store::feed::FeedEvent) -> Self {
+        FileEvent {
+            seq: e.seq,
+            owner: e.owner,
+            op: if e.op == "DEL" { Op::Del } else { Op::Put },
+            path: e.path,
+            content_hash: e.content_hash,
+            ts_us: e.created_us,
+        }
+    }
+}
+
+/// A session that ended: streams authorized by it must close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    Grant { user: String, grant_id: String },
+    Cookie { user: String, secret_hash: [u8; 32] },
+}
+
+struct Inner {
+    files: broadcast::Sender<Arc<FileEvent>>,
+    revocations: broadcast::Sender<Arc<Revocation>>,
+    /// True while the upstream consumer is established.
+    up: Arc<AtomicBool>,
+    /// The last sequence published (all kinds of events), for diagnostics and tests.
+    published: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Handle to the live fan-out. Cheap to clone; the upstream task stops when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Fanout {
+    inner: Arc<Inner>,
+}
+
+/// What a new stream subscribes to before reading its history.
+pub struct Subscription {
+    pub files: broadcast::Receiver<Arc<FileEvent>>,
+    pub revocations: broadcast::Receiver<Arc<Revocation>>,
+}
+
+impl Fanout {
+    /// Starts the upstream at `progress.applied() + 1`.
+    ///
+    /// `progress` must follow the projections (in-process projector, or
+    /// [`Progress::follow`] in a separate events process); starting below the watermark
+    /// is safe (subscribers drop what they already have) but replays that range.
+    pub fn spawn(log: EventLog, progress: Progress) -> Fanout {
+        let from = EventSeq(progress.applied().0 + 1);
+        Self::spawn_from(log, progress, from)
+    }
+
+    /// Starts the upstream at `from`, which must be at most `watermark + 1` so that no
+    /// event is neither in history nor live.
+    pub fn spawn_from(log: EventLog, progress: Progress, from: EventSeq) -> Fanout {
+        let (files, _) = broadcast::channel(CAPACITY);
+        let (revocations, _) = broadcast::channel(REVOCATION_CAPACITY);
+        let up = Arc::new(AtomicBool::new(false));
+        let published = Arc::new(AtomicU64::new(from.0.saturating_sub(1)));
+        let task = tokio::spawn(upstream(
+            log,
+            progress,
+            from,
+            files.clone(),
+            revocations.clone(),
+            up.clone(),
+            published.clone(),
+        ));
+        let inner = Arc::new(Inner {
+            files,
+            revocations,
+            up,
+            published,
+            task,
+        });
+        Fanout { inner }
+    }
+
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            files: self.inner.files.subscribe(),
+            revocations: self.inner.revocations.subscribe(),
+        }
+    }
+
+    /// Only the file events, for public streams that need no revocations.
+    pub fn subscribe_files(&self) -> broadcast::Receiver<Arc<FileEvent>> {
+        self.inner.files.subscribe()
+    }
+
+    /// True while the upstream consumer is established. Private streams are refused
+    /// (503) while it is not, because revocations could not reach them.
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
+    /// The last sequence the fan-out has published (or skipped as irrelevant).
+    pub fn published(&self) -> EventSeq {
+        EventSeq(self.inner.published.load(Ordering::Relaxed))
+    }
+
+    /// Number of live subscribers of file events.
+    pub fn subscribers(&self) -> usize {
+        self.inner.files.receiver_count()
+    }
+}
+
+async fn upstream(
+    log: EventLog,
+    progress: Progress,
+    from: EventSeq,
+    files: broadcast::Sender<Arc<FileEvent>>,
+    revocations: broadcast::Sender<Arc<Revocation>>,
+    up: Arc<AtomicBool>,
+    published: Arc<AtomicU64>,
+) {
+    let set_up = |value: bool| up.store(value, Ordering::Relaxed);
+    let set_published = |seq: EventSeq| published.store(seq.0, Ordering::Relaxed);
+    let mut next = from;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match log.read(next, None).await {
+            Ok(events) => {
+                set_up(true);
+                backoff = Duration::from_millis(100);
+                let mut events = std::pin::pin!(events);
+                while let Some(item) = events.next().await {
+                    let logged = match item {
+                        Ok(logged) => logged,
+                        Err(log::LogError::Undecodable { seq, reason }) => {
+                            // Not an event of ours (or a future version): skip it, as the
+                            // projector cannot have produced a row for it either.
+                            tracing::warn!(seq, %reason, "fan-out skipped an undecodable event");
+                            next = EventSeq(seq + 1);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "fan-out upstream failed");
+                            break;
+                        }
+                    };
+                    if logged.seq < next {
+                        continue;
+                    }
+                    wait_projected(&progress, logged.seq).await;
+                    publish(&files, &revocations, logged.seq, &logged.event);
+                    next = EventSeq(logged.seq.0 + 1);
+                    set_published(logged.seq);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "fan-out cannot read the log"),
+        }
+        set_up(false);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Waits until the projections include `seq`. Never gives up: publishing earlier would
+/// break the no-gap rule, and a stalled projector stalls the feeds anyway.
+async fn wait_projected(progress: &Progress, seq: EventSeq) {
+    while progress.applied() < seq {
+        if !progress.wait_for(seq, Duration::from_secs(30)).await {
+            tracing::warn!(seq = seq.0, "fan-out waiting for the projector");
+        }
+    }
+}
+
+fn publish(
+    files: &broadcast::Sender<Arc<FileEvent>>,
+    revocations: &broadcast::Sender<Arc<Revocation>>,
+    seq: EventSeq,
+    event: &domain::Event,
+) {
+    let user = event.user.to_z32();
+    let ts_us = event.ts;
+    // `send` fails only when nobody listens, which is fine.
+    match &event.change {
+        Change::FilePut {
+            path, content_hash, ..
+        } => {
+            let _ = files.send(Arc::new(FileEvent {
+                seq,
+                owner: user,
+                op: Op::Put,
+                path: path.clone(),
+                content_hash: Some(content_hash.0),
+                ts_us,
+            }));
+        }
+        Change::FileDeleted { path } => {
+            let _ = files.send(Arc::new(FileEvent {
+                seq,
+                owner: user,
+                op: Op::Del,
+                path: path.clone(),
+                content_hash: None,
+                ts_us,
+            }));
+        }
+        Change::GrantRevoked { grant_id, .. } => {
+            let _ = revocations.send(Arc::new(Revocation::Grant {
+                user,
+                grant_id: grant_id.clone(),
+            }));
+        }
+        Change::CookieSessionEnded { secret_hash } => {
+            let _ = revocations.send(Arc::new(Revocation::Cookie {
+                user,
+                secret_hash: secret_hash.0,
+            }));
+        }
+        _ => {}
+    }
+}

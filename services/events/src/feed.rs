@@ -1,0 +1,55 @@
+//! `GET /events/`: the public feed, one line per event and a final `cursor:` line.
+//!
+//! Only `/pub/` events, whatever the caller's credentials (spec §3.6): private events
+//! are served only by authenticated streams. The query stops at the watermark (see
+//! `store::feed`), so paging with the returned cursor never skips an event.
+
+use crate::params::{RawCursor, feed_params};
+use api::{ApiError, AppState};
+use axum::extract::State;
+use axum::http::{Uri, header};
+use axum::response::{IntoResponse, Response};
+
+pub async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let params = feed_params(uri.query())?;
+    let after = match params.cursor {
+        RawCursor::Seq(seq) => seq,
+        RawCursor::Timestamp(us) => state
+            .store
+            .event_seq_at(us)
+            .await?
+            .ok_or_else(|| ApiError::bad_request("Invalid cursor"))?,
+    };
+    let events = if params.limit == 0 {
+        Vec::new()
+    } else {
+        state
+            .store
+            .public_events(after, u32::from(params.limit))
+            .await?
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        render(&events),
+    )
+        .into_response())
+}
+
+/// `PUT pubky://<user>/<path>` lines, then `cursor: <last seq>`; no trailing newline;
+/// empty when there are no events.
+pub fn render(events: &[store::feed::FeedEvent]) -> String {
+    let Some(last) = events.last() else {
+        return String::new();
+    };
+    let mut body = String::with_capacity(events.len() * 96 + 24);
+    for event in events {
+        body.push_str(&event.op);
+        body.push_str(" pubky://");
+        body.push_str(&event.owner);
+        body.push_str(&event.path);
+        body.push('\n');
+    }
+    body.push_str("cursor: ");
+    body.push_str(&last.seq.0.to_string());
+    body
+}

@@ -1,0 +1,274 @@
+//! Query parameters of the three endpoints, parsed from the raw query string with the
+//! reference server's exact 400 texts (spec §3.6, §3.5 for the shared booleans).
+//!
+//! Parsing is pure and synchronous; the checks that need the database (unknown users,
+//! legacy timestamp cursors) run later, in the order the reference runs them: syntax,
+//! then authorization, then existence, then per-user cursors.
+
+use api::ApiError;
+use domain::tenant::parse_storage_owner;
+use domain::{EntryPath, EventSeq, PublicKey};
+
+/// Most users one stream may follow.
+pub const MAX_USERS: usize = 50;
+/// Default and largest page of `/events/`.
+pub const FEED_DEFAULT_LIMIT: u16 = 100;
+pub const FEED_MAX_LIMIT: u16 = 1000;
+
+fn pairs(raw_query: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn first<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A cursor as written by a client, before the database resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawCursor {
+    Seq(EventSeq),
+    /// Legacy: the event created at exactly this many microseconds since the epoch.
+    Timestamp(u64),
+}
+
+/// Numeric sequence, or a legacy 13-character Crockford base32 timestamp.
+pub fn parse_cursor(text: &str) -> Option<RawCursor> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits but beyond u64: later than any event there will ever be.
+        return Some(RawCursor::Seq(EventSeq(text.parse().unwrap_or(u64::MAX))));
+    }
+    decode_legacy_timestamp(text).map(RawCursor::Timestamp)
+}
+
+/// pubky-timestamp's string form: Crockford base32 (case-insensitive, `I`/`L` read as
+/// `1`, `O` as `0`) of the 8 big-endian bytes, 13 characters, the last one padded.
+fn decode_legacy_timestamp(text: &str) -> Option<u64> {
+    if text.len() != 13 {
+        return None;
+    }
+    let mut bits: u128 = 0;
+    for byte in text.bytes() {
+        let value = match byte.to_ascii_uppercase() {
+            c @ b'0'..=b'9' => c - b'0',
+            b'O' => 0,
+            b'I' | b'L' => 1,
+            c @ b'A'..=b'Z' => {
+                const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTVWXYZ";
+                10 + ALPHABET.iter().position(|&a| a == c)? as u8
+            }
+            _ => return None,
+        };
+        bits = (bits << 5) | u128::from(value);
+    }
+    // 65 bits: the last one is padding.
+    u64::try_from(bits >> 1).ok()
+}
+
+/// `GET /events/` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedParams {
+    pub cursor: RawCursor,
+    pub limit: u16,
+}
+
+/// The listing extractor's booleans: `true|yes|1|""` / `false|no|0`, any case.
+fn parse_bool(value: &str) -> Result<bool, ApiError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err(ApiError::bad_request("Invalid boolean parameter")),
+    }
+}
+
+pub fn feed_params(raw_query: Option<&str>) -> Result<FeedParams, ApiError> {
+    let pairs = pairs(raw_query);
+    // The reference runs its listing extractor here too: its booleans are validated
+    // even though the feed ignores them.
+    for key in ["shallow", "reverse"] {
+        if let Some(value) = first(&pairs, key) {
+            parse_bool(value)?;
+        }
+    }
+    let limit = first(&pairs, "limit")
+        .and_then(|v| v.parse::<u16>().ok())
+        .unwrap_or(FEED_DEFAULT_LIMIT)
+        .min(FEED_MAX_LIMIT);
+    let cursor = match first(&pairs, "cursor") {
+        None | Some("") => RawCursor::Seq(EventSeq(0)),
+        Some(text) => {
+            let text = text.strip_prefix("pubky://").unwrap_or(text);
+            parse_cursor(text).ok_or_else(|| ApiError::bad_request("Invalid cursor"))?
+        }
+    };
+    Ok(FeedParams { cursor, limit })
+}
+
+/// One `user=<z32>[:<cursor>]` of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamUser {
+    pub key: PublicKey,
+    pub z32: String,
+    /// The cursor text as given, checked after authorization.
+    pub cursor: Option<String>,
+}
+
+/// `GET /events-stream` and `GET /events-ws` parameters, syntax-checked.
+#[derive(Debug, Clone)]
+pub struct StreamParams {
+    pub users: Vec<StreamUser>,
+    /// Normalized filters; never empty (no `path` means `/pub/`).
+    pub filters: Vec<EntryPath>,
+    pub limit: Option<u16>,
+    pub live: bool,
+    pub reverse: bool,
+}
+
+impl StreamParams {
+    pub fn keys(&self) -> Vec<PublicKey> {
+        self.users.iter().map(|u| u.key.clone()).collect()
+    }
+
+    pub fn has_private_filter(&self) -> bool {
+        self.filters.iter().any(EntryPath::is_private)
+    }
+}
+
+fn stream_bool(value: Option<&str>) -> bool {
+    matches!(value, Some("true") | Some("1"))
+}
+
+pub fn stream_params(raw_query: Option<&str>) -> Result<StreamParams, ApiError> {
+    let pairs = pairs(raw_query);
+    let raw_users: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, v)| k == "user" && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if raw_users.is_empty() {
+        return Err(ApiError::bad_request("user parameter is required"));
+    }
+    if raw_users.len() > MAX_USERS {
+        return Err(ApiError::bad_request(format!(
+            "Too many users. Maximum allowed: {MAX_USERS}"
+        )));
+    }
+    let mut users: Vec<StreamUser> = Vec::with_capacity(raw_users.len());
+    for raw in raw_users {
+        let (key_text, cursor) = match raw.split_once(':') {
+            Some((key, cursor)) => (key, Some(cursor.to_owned())),
+            None => (raw, None),
+        };
+        let key = parse_storage_owner(key_text)
+            .map_err(|_| ApiError::bad_request(format!("Invalid public key: {key_text}")))?;
+        users.push(StreamUser {
+            z32: key.to_z32(),
+            key,
+            cursor,
+        });
+    }
+    let limit = match first(&pairs, "limit") {
+        None => None,
+        Some(text) => {
+            let limit: u16 = text
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("Invalid limit: {text}")))?;
+            if limit == 0 {
+                return Err(ApiError::bad_request("limit must be at least 1"));
+            }
+            Some(limit)
+        }
+    };
+    let live = stream_bool(first(&pairs, "live"));
+    let reverse = stream_bool(first(&pairs, "reverse"));
+    if live && reverse {
+        return Err(ApiError::bad_request(
+            "Cannot use live mode with reverse ordering",
+        ));
+    }
+    let mut filters: Vec<EntryPath> = Vec::new();
+    for (_, raw) in pairs.iter().filter(|(k, v)| k == "path" && !v.is_empty()) {
+        let absolute = if raw.starts_with('/') {
+            raw.clone()
+        } else {
+            format!("/{raw}")
+        };
+        let path = EntryPath::normalize(&absolute)
+            .map_err(|_| ApiError::bad_request(format!("Invalid path: {absolute}")))?;
+        if !filters.contains(&path) {
+            filters.push(path);
+        }
+    }
+    if filters.is_empty() {
+        filters.push(EntryPath::parse_canonical("/pub/").map_err(|_| {
+            ApiError::Unavailable("the implicit /pub/ filter is not canonical".into())
+        })?);
+    }
+    Ok(StreamParams {
+        users,
+        filters,
+        limit,
+        live,
+        reverse,
+    })
+}
+
+/// Whether `path` (a canonical file path) matches one of `filters`.
+pub fn matches(filters: &[EntryPath], path: &str) -> bool {
+    filters.iter().any(|f| {
+        if f.is_dir() {
+            path.starts_with(f.as_str())
+        } else {
+            path == f.as_str()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_timestamps_decode_like_pubky_timestamp() {
+        // 0 encodes as thirteen zeros; 1 µs sets the 64th bit, i.e. the 2 in the last
+        // character (whose lowest bit is padding).
+        assert_eq!(decode_legacy_timestamp("0000000000000"), Some(0));
+        assert_eq!(decode_legacy_timestamp("0000000000002"), Some(1));
+        assert_eq!(decode_legacy_timestamp("000000000000u"), None);
+        assert_eq!(decode_legacy_timestamp("0000000000000a"), None);
+        assert_eq!(
+            decode_legacy_timestamp("ZZZZZZZZZZZZY"),
+            Some(u64::MAX),
+            "every bit set but the padding"
+        );
+    }
+
+    #[test]
+    fn cursors_are_digits_or_timestamps() {
+        assert_eq!(parse_cursor("42"), Some(RawCursor::Seq(EventSeq(42))));
+        assert_eq!(
+            parse_cursor("99999999999999999999999"),
+            Some(RawCursor::Seq(EventSeq(u64::MAX)))
+        );
+        assert_eq!(parse_cursor("-100"), None);
+        assert_eq!(parse_cursor(""), None);
+        assert_eq!(parse_cursor("4 2"), None);
+    }
+
+    #[test]
+    fn filters_match_directories_by_prefix_and_files_exactly() {
+        let f = [
+            EntryPath::parse_canonical("/pub/a_b/").unwrap(),
+            EntryPath::parse_canonical("/pub/x%").unwrap(),
+        ];
+        assert!(matches(&f, "/pub/a_b/c"));
+        assert!(!matches(&f, "/pub/aXb/c"));
+        assert!(matches(&f, "/pub/x%"));
+        assert!(!matches(&f, "/pub/x%y"));
+        assert!(!matches(&f, "/pub/xy"));
+    }
+}

@@ -1,0 +1,118 @@
+//! The split deployment's router: forwards each request to the service that owns it.
+//!
+//! `homeserver all` composes the services' routers in-process; split, each service is
+//! its own process and the gateway routes by method and path: `PUT`/`DELETE` and the
+//! authentication endpoints to the write-api, the event feeds to the events service,
+//! everything else (reads) to the read-api. Bodies stream both ways (uploads of any
+//! size, SSE), so the gateway holds no more than a chunk per connection.
+//!
+//! WebSocket upgrades are not forwarded yet: clients reach `/events-ws` on the events
+//! service directly in a split deployment.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+
+/// Base URLs (`http://host:port`) of the services behind the gateway.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    pub write_api: String,
+    pub read_api: String,
+    pub events: String,
+}
+
+#[derive(Clone)]
+struct Proxy {
+    upstreams: Arc<Upstreams>,
+    client: Client<HttpConnector, Body>,
+}
+
+/// A router that forwards every request to its service.
+pub fn router(upstreams: Upstreams) -> Router {
+    let proxy = Proxy {
+        upstreams: Arc::new(upstreams),
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .fallback(forward)
+        .with_state(proxy)
+}
+
+/// Which service owns a request.
+fn upstream_of<'a>(upstreams: &'a Upstreams, method: &Method, path: &str) -> &'a str {
+    let auth = path.starts_with("/auth/")
+        || path == "/signup"
+        || path == "/session"
+        || path.starts_with("/signup_tokens/");
+    if path.starts_with("/events/") || path == "/events-stream" || path == "/events-ws" {
+        &upstreams.events
+    } else if auth || matches!(*method, Method::PUT | Method::DELETE | Method::POST) {
+        &upstreams.write_api
+    } else {
+        &upstreams.read_api
+    }
+}
+
+async fn forward(State(proxy): State<Proxy>, mut request: Request) -> Response {
+    let base = upstream_of(&proxy.upstreams, request.method(), request.uri().path());
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let Ok(uri) = format!("{base}{path_and_query}").parse::<Uri>() else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    // The original Host stays: legacy requests name their owner in it.
+    let host = request.headers().get(header::HOST).cloned();
+    *request.uri_mut() = uri;
+    if let Some(host) = host {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    match proxy.client.request(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(e) => {
+            tracing::warn!(error = %e, upstream = base, "upstream unavailable");
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service temporarily unavailable",
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_go_to_the_service_that_owns_them() {
+        let u = Upstreams {
+            write_api: "w".into(),
+            read_api: "r".into(),
+            events: "e".into(),
+        };
+        assert_eq!(upstream_of(&u, &Method::PUT, "/storage/k/pub/a"), "w");
+        assert_eq!(upstream_of(&u, &Method::DELETE, "/pub/a"), "w");
+        assert_eq!(upstream_of(&u, &Method::GET, "/storage/k/pub/a"), "r");
+        assert_eq!(upstream_of(&u, &Method::HEAD, "/pub/a"), "r");
+        assert_eq!(upstream_of(&u, &Method::GET, "/info"), "r");
+        assert_eq!(upstream_of(&u, &Method::GET, "/auth/grant/session"), "w");
+        assert_eq!(upstream_of(&u, &Method::GET, "/session"), "w");
+        assert_eq!(upstream_of(&u, &Method::GET, "/signup_tokens/X"), "w");
+        assert_eq!(upstream_of(&u, &Method::GET, "/events/"), "e");
+        assert_eq!(upstream_of(&u, &Method::GET, "/events-stream"), "e");
+    }
+}

@@ -1,0 +1,66 @@
+//! The client-facing router of `homeserver all`: every service's routes composed in
+//! one process, no proxy hop. Storage routes are shared by two services (reads and
+//! writes), so they are assembled here method by method.
+
+use api::AppState;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any, get};
+
+/// Methods served on storage paths, for the `Allow` header of a 405.
+const STORAGE_METHODS: &str = "GET, HEAD, PUT, DELETE";
+
+pub fn router(state: AppState, fanout: events::Fanout) -> Router {
+    let storage: MethodRouter<AppState> = get(read_api::get_storage)
+        .put(write_api::put_storage)
+        .delete(write_api::delete_storage)
+        .fallback(method_not_allowed);
+    Router::new()
+        .route("/", get(read_api::root))
+        .route("/info", get(read_api::info))
+        .route("/healthz", get(api::healthz))
+        .route("/storage", any(missing_owner))
+        .route("/storage/", any(missing_owner))
+        .route("/storage/{*rest}", storage)
+        .merge(write_api::auth_router())
+        .merge(events::router(fanout))
+        .fallback(legacy)
+        .layer(api::cors::layer())
+        .with_state(state)
+}
+
+async fn missing_owner() -> api::ApiError {
+    api::ApiError::bad_request("Missing storage owner or path")
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(STORAGE_METHODS));
+    response
+}
+
+/// Legacy owner-relative storage (`/<path>`), dispatched by method.
+async fn legacy(state: axum::extract::State<AppState>, request: Request) -> Response {
+    let method = request.method().clone();
+    match method {
+        Method::GET | Method::HEAD => call(read_api::get_legacy, state, request).await,
+        Method::PUT => call(write_api::put_legacy, state, request).await,
+        Method::DELETE => call(write_api::delete_legacy, state, request).await,
+        _ => method_not_allowed().await,
+    }
+}
+
+async fn call<H, T>(
+    handler: H,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+) -> Response
+where
+    H: axum::handler::Handler<T, AppState>,
+{
+    handler.call(request, state).await
+}

@@ -1,0 +1,174 @@
+//! Configuration: built-in defaults, then a TOML file, then environment variables.
+//!
+//! Every knob is listed in the README. Environment variables: `HOMESERVER_<KEY>` for
+//! any key (e.g. `HOMESERVER_SIGNUP_MODE=open`), plus the conventional `DATABASE_URL`,
+//! `NATS_URL`, `HOMESERVER_DATA_DIR` and `PUBKY_DHT_BOOTSTRAP` (comma-separated
+//! `host:port` list).
+
+use api::SignupMode;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Holds the homeserver's `secret` key, `public_key`, and blobs (fs backend).
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub nats_url: String,
+    pub nats_stream: String,
+    pub nats_subject_prefix: String,
+    pub signup_mode: SignupMode,
+    /// Storage limit for users without an override, in MiB; unset = unlimited.
+    pub default_quota_mb: Option<u64>,
+    /// Largest accepted upload in bytes; unset = limited only by the quota.
+    pub max_body_bytes: Option<u64>,
+    /// Plain HTTP listener (behind a reverse proxy, or for the browser SDK).
+    pub http_listen: SocketAddr,
+    /// Pubky TLS listener (raw public key TLS with the homeserver key).
+    pub tls_listen: SocketAddr,
+    /// Blob store: `{ type = "fs", root = "..." }` or `{ type = "s3", ... }`; defaults
+    /// to `<data_dir>/blobs`.
+    #[serde(skip_serializing)]
+    pub blobs: Option<blobs::BlobStoreConfig>,
+    /// DHT bootstrap nodes (`host:port`); empty = the public Mainline bootstrap.
+    pub dht_bootstrap: Vec<String>,
+    /// Publish to the public Mainline DHT when no bootstrap nodes are given. Off by
+    /// default so that a homeserver never reaches the internet unless told to.
+    pub dht_mainnet: bool,
+    /// pkarr relays; none by default.
+    pub dht_relays: Vec<String>,
+    pub dht_request_timeout_ms: u64,
+    /// Seconds between two rounds of the PKARR republisher (the homeserver's own packet
+    /// and every user's `_pubky` record that names this server); `0` disables the loop
+    /// (the start-up publish still happens). DHT nodes drop items after a few hours, so
+    /// a round every hour keeps everyone findable with room for failed rounds.
+    pub republish_interval_secs: u64,
+    /// Pause before the first round: the start-up publish has just refreshed our own
+    /// packet, and a fleet restarted together should not hit the DHT at once.
+    pub republish_initial_delay_secs: u64,
+    /// Up to this many random seconds are added to every interval (de-synchronises a fleet).
+    pub republish_jitter_secs: u64,
+    /// Users republished concurrently within one round.
+    pub republish_concurrency: usize,
+    /// Address published in the PKARR record; defaults to the TLS listener's IP.
+    pub public_ip: Option<std::net::IpAddr>,
+    /// Ports published in the PKARR record; default to the listeners' ports.
+    pub public_tls_port: Option<u16>,
+    pub public_http_port: Option<u16>,
+    /// ICANN domain published beside the Pubky TLS endpoint (`localhost` for local runs).
+    pub icann_domain: Option<String>,
+    /// How long a write waits for its event to become visible before answering 202.
+    pub projection_wait_ms: u64,
+    /// Split deployment: where `homeserver gateway` forwards writes and auth, reads,
+    /// and event feeds (`http://host:port`).
+    pub gateway_write_api: Option<String>,
+    pub gateway_read_api: Option<String>,
+    pub gateway_events: Option<String>,
+    /// `pretty` or `json` logs.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(".data/homeserver"),
+            database_url: "postgres://postgres@127.0.0.1:54329/homeserver".into(),
+            database_max_connections: 32,
+            nats_url: "nats://127.0.0.1:42229".into(),
+            nats_stream: "HS_EVENTS".into(),
+            nats_subject_prefix: "hs".into(),
+            signup_mode: SignupMode::TokenRequired,
+            default_quota_mb: None,
+            max_body_bytes: None,
+            http_listen: ([127, 0, 0, 1], 6286).into(),
+            tls_listen: ([127, 0, 0, 1], 6287).into(),
+            blobs: None,
+            dht_bootstrap: Vec::new(),
+            dht_mainnet: false,
+            dht_relays: Vec::new(),
+            dht_request_timeout_ms: 2000,
+            republish_interval_secs: 3600,
+            republish_initial_delay_secs: 60,
+            republish_jitter_secs: 300,
+            republish_concurrency: 12,
+            public_ip: None,
+            public_tls_port: None,
+            public_http_port: None,
+            icann_domain: Some("localhost".into()),
+            projection_wait_ms: 5000,
+            gateway_write_api: None,
+            gateway_read_api: None,
+            gateway_events: None,
+            log_format: "pretty".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&std::path::Path>) -> Result<Config, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment
+            .merge(Env::prefixed("HOMESERVER_").ignore(&["CONFIG"]))
+            .merge(Env::raw().only(&["DATABASE_URL", "NATS_URL"]));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        if let Ok(list) = std::env::var("PUBKY_DHT_BOOTSTRAP") {
+            config.dht_bootstrap = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        Ok(config)
+    }
+
+    pub fn blob_config(&self) -> blobs::BlobStoreConfig {
+        self.blobs
+            .clone()
+            .unwrap_or_else(|| blobs::BlobStoreConfig::fs(self.data_dir.join("blobs")))
+    }
+
+    /// Where the homeserver's PKARR record is published; `None` = not published.
+    pub fn dht_config(&self) -> Option<pkarr_publish::DhtConfig> {
+        let timeout = std::time::Duration::from_millis(self.dht_request_timeout_ms);
+        let mut dht = if !self.dht_bootstrap.is_empty() {
+            pkarr_publish::DhtConfig::local(&self.dht_bootstrap, timeout)
+        } else if self.dht_mainnet {
+            pkarr_publish::DhtConfig::mainnet()
+        } else {
+            return None;
+        };
+        dht.request_timeout = timeout;
+        dht.relays = self.dht_relays.clone();
+        Some(dht)
+    }
+
+    /// When the PKARR republisher runs; `None` when it is disabled
+    /// (`republish_interval_secs = 0`).
+    pub fn republish_schedule(&self) -> Option<pkarr_publish::RepublishSchedule> {
+        if self.republish_interval_secs == 0 {
+            return None;
+        }
+        Some(pkarr_publish::RepublishSchedule {
+            initial_delay: std::time::Duration::from_secs(self.republish_initial_delay_secs),
+            interval: std::time::Duration::from_secs(self.republish_interval_secs),
+            jitter: std::time::Duration::from_secs(self.republish_jitter_secs),
+            concurrency: self.republish_concurrency.max(1),
+            ..pkarr_publish::RepublishSchedule::default()
+        })
+    }
+
+    pub fn log_config(&self) -> log::LogConfig {
+        let mut log = log::LogConfig::new(&self.nats_url);
+        log.stream = self.nats_stream.clone();
+        log.subject_prefix = self.nats_subject_prefix.clone();
+        log
+    }
+}

@@ -1,0 +1,332 @@
+//! `homeserver`: run the services, and operate the homeserver.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use homeserver::config::Config;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "homeserver",
+    version,
+    about = "An event-sourced Pubky homeserver"
+)]
+struct Cli {
+    /// TOML configuration file (also HOMESERVER_CONFIG).
+    #[arg(long, global = true, env = "HOMESERVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (also HOMESERVER_DATA_DIR).
+    #[arg(long, global = true, env = "HOMESERVER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every service in one process.
+    All,
+    /// The gateway of a split deployment: Pubky TLS and plain HTTP, forwarding to the
+    /// write-api, read-api and events services (`gateway_*` settings).
+    Gateway,
+    /// Only the PKARR republisher: the homeserver's record and its users' records, on
+    /// a schedule (split deployment; `homeserver all` runs it itself).
+    Republisher,
+    /// Only the projector (log -> Postgres).
+    Projector,
+    /// Only the write-api (auth, PUT/DELETE) on the plain HTTP listener.
+    WriteApi,
+    /// Only the read-api (GET/HEAD, listings, /info) on the plain HTTP listener.
+    ReadApi,
+    /// Only the events service (/events/, SSE, WebSocket) on the plain HTTP listener.
+    Events,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Replay the whole log into a fresh schema and check it equals the live projections.
+    Rebuild {
+        /// Keep the rebuilt schema instead of dropping it.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Delete blobs no entry references any more (older than the grace period).
+    Gc {
+        /// Blobs younger than this are kept: their upload's event may be in flight.
+        #[arg(long, default_value_t = 3600)]
+        grace_secs: u64,
+    },
+    /// Operator actions.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Mint a single-use signup token and print it.
+    SignupToken {
+        /// Storage limit of the account it creates, in MiB (default: the server's).
+        #[arg(long)]
+        storage_mb: Option<u64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    init_logging(&config);
+    match cli.command {
+        Command::All => run_all(config).await,
+        Command::Gateway => run_gateway(config).await,
+        Command::Projector => run_projector(config).await,
+        Command::Republisher => run_republisher(config).await,
+        Command::WriteApi => run_service(config, Service::WriteApi).await,
+        Command::ReadApi => run_service(config, Service::ReadApi).await,
+        Command::Events => run_service(config, Service::Events).await,
+        Command::Migrate => {
+            let store = store::Store::connect(&config.database_url, 2).await?;
+            store.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Rebuild { keep } => rebuild(config, keep).await,
+        Command::Gc { grace_secs } => gc(config, grace_secs).await,
+        Command::Admin(Admin::SignupToken { storage_mb }) => {
+            let keypair = identity(&config)?;
+            let state = homeserver::connect(&config, &keypair).await?;
+            // The projector runs in the server process; learn its progress from there.
+            let _follow = state.progress.follow(&state.store).await?;
+            let limits = domain::event::UserLimits {
+                storage: storage_mb.map(domain::event::StorageLimit::Megabytes),
+                ..Default::default()
+            };
+            let token = write_api::mint_signup_token(&state, limits)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot mint a signup token: {e:?}"))?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries results (a minted token, listener addresses).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn identity(config: &Config) -> anyhow::Result<domain::Keypair> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    Ok(pkarr_publish::identity::load_or_create(&config.data_dir)?)
+}
+
+async fn run_all(config: Config) -> anyhow::Result<()> {
+    let keypair = identity(&config)?;
+    let server = homeserver::start_all(&config, &keypair).await?;
+    println!("Pubky homeserver {}", keypair.public_key().to_z32());
+    println!("  Pubky TLS:  https://{} (raw public key)", server.tls_addr);
+    println!("  plain HTTP: http://{}", server.http_addr);
+    print_sdk_snippet(&config, &keypair.public_key().to_z32());
+    tokio::signal::ctrl_c().await?;
+    println!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn run_gateway(config: Config) -> anyhow::Result<()> {
+    let keypair = identity(&config)?;
+    let upstream = |name: &str, value: &Option<String>| {
+        value.clone().with_context(|| {
+            format!("the gateway needs HOMESERVER_GATEWAY_{name} (http://host:port)")
+        })
+    };
+    let router = gateway::proxy::router(gateway::proxy::Upstreams {
+        write_api: upstream("WRITE_API", &config.gateway_write_api)?,
+        read_api: upstream("READ_API", &config.gateway_read_api)?,
+        events: upstream("EVENTS", &config.gateway_events)?,
+    });
+    let plain = tokio::net::TcpListener::bind(config.http_listen).await?;
+    let tls = tokio::net::TcpListener::bind(config.tls_listen).await?;
+    let (http_addr, tls_addr) = (plain.local_addr()?, tls.local_addr()?);
+    homeserver::publish_identity(&config, &keypair, http_addr, tls_addr).await?;
+    println!("Gateway listening on http://{http_addr} and https://{tls_addr} (Pubky TLS)");
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+    let plain_server = gateway::serve_plain(plain, router.clone(), stopped(&stop));
+    let tls_server = gateway::serve_pubky_tls(tls, &keypair, router, stopped(&stop));
+    let signal = async {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(());
+    };
+    let (plain_result, tls_result, ()) = tokio::join!(plain_server, tls_server, signal);
+    plain_result?;
+    tls_result?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Service {
+    WriteApi,
+    ReadApi,
+    Events,
+}
+
+/// One service of the split deployment: its own router on the plain HTTP listener,
+/// following the projector of another process through Postgres `LISTEN`.
+async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
+    let keypair = identity(&config)?;
+    let state = homeserver::connect(&config, &keypair).await?;
+    let _follow = state.progress.follow(&state.store).await?;
+    let router = match service {
+        Service::WriteApi => write_api::router(),
+        Service::ReadApi => read_api::router(),
+        Service::Events => events::router(events::Fanout::spawn(
+            state.log.clone(),
+            state.progress.clone(),
+        )),
+    };
+    let router = router
+        .route("/healthz", axum::routing::get(api::healthz))
+        .layer(api::cors::layer())
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
+    println!("{service:?} listening on http://{}", listener.local_addr()?);
+    gateway::serve_plain(listener, router, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+async fn run_republisher(config: Config) -> anyhow::Result<()> {
+    let keypair = identity(&config)?;
+    let dht = config
+        .dht_config()
+        .context("the republisher needs PUBKY_DHT_BOOTSTRAP or HOMESERVER_DHT_MAINNET=true")?;
+    let schedule = config
+        .republish_schedule()
+        .context("republish_interval_secs is 0: there is nothing to run")?;
+    // Split, the republisher does not listen itself: it announces the gateway.
+    let spec = pkarr_publish::PacketSpec {
+        public_ip: config
+            .public_ip
+            .context("set HOMESERVER_PUBLIC_IP to the gateway's address")?,
+        tls_port: config
+            .public_tls_port
+            .context("set HOMESERVER_PUBLIC_TLS_PORT to the gateway's Pubky TLS port")?,
+        icann: config.icann_domain.clone().zip(config.public_http_port),
+    };
+    let store = store::Store::connect(&config.database_url, 2).await?;
+    let publisher = std::sync::Arc::new(pkarr_publish::Publisher::new(&dht)?);
+    println!(
+        "republishing {} and its users",
+        keypair.public_key().to_z32()
+    );
+    let tasks = homeserver::spawn_republisher(publisher, keypair, spec, schedule, store, async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    for task in tasks {
+        task.await?;
+    }
+    Ok(())
+}
+
+async fn run_projector(config: Config) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database_url, 4).await?;
+    store.migrate().await?;
+    let log = log::EventLog::connect(config.log_config()).await?;
+    projector::run(
+        log,
+        store,
+        store::Progress::new(),
+        projector::ProjectorConfig::default(),
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
+    .await;
+    Ok(())
+}
+
+async fn rebuild(config: Config, keep: bool) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database_url, 4).await?;
+    let log = log::EventLog::connect(config.log_config()).await?;
+    let schema = format!("rebuild_{}", std::process::id());
+    let report =
+        projector::rebuild(&log, &store, &config.database_url, &schema, keep, true).await?;
+    println!(
+        "replayed {} events in {:.1}s ({:.0} events/s), compared at log position {}",
+        report.events_replayed,
+        report.seconds,
+        report.events_replayed as f64 / report.seconds.max(1e-9),
+        report.position
+    );
+    if report.identical() {
+        println!("rebuilt projections are identical to the live ones");
+        Ok(())
+    } else {
+        for (table, rows) in &report.differences {
+            println!("  {table}: {rows} rows differ");
+        }
+        anyhow::bail!("rebuilt projections differ from the live ones")
+    }
+}
+
+async fn gc(config: Config, grace_secs: u64) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database_url, 2).await?;
+    let blobs = blobs::BlobStore::new(&config.blob_config())?;
+    let check = |hashes: &[blobs::BlobHash]| {
+        let hashes: Vec<[u8; 32]> = hashes.iter().map(|h| h.0).collect();
+        let store = store.clone();
+        async move {
+            let referenced = store.referenced_hashes(&hashes).await?;
+            Ok::<_, store::StoreError>(referenced.into_iter().map(blobs::BlobHash).collect())
+        }
+    };
+    let report = blobs
+        .gc(&check, std::time::Duration::from_secs(grace_secs))
+        .await?;
+    println!("{report:?}");
+    Ok(())
+}
+
+/// How to point the published SDK (`pubky` 0.17) at this homeserver, ready to paste.
+fn print_sdk_snippet(config: &Config, public_key: &str) {
+    let network = if !config.dht_bootstrap.is_empty() {
+        let nodes = config
+            .dht_bootstrap
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(".no_default_network().bootstrap(&[{nodes}]).no_relays()")
+    } else if config.dht_mainnet {
+        String::new()
+    } else {
+        println!("  (no DHT configured: set PUBKY_DHT_BOOTSTRAP so the SDK can find this server)");
+        return;
+    };
+    println!(
+        "  SDK (Rust, pubky 0.17):\n\
+         \x20   let client = pubky::PubkyHttpClient::builder().pkarr(|b| b{network}).build()?;\n\
+         \x20   let pubky = pubky::Pubky::with_client(client);\n\
+         \x20   let homeserver = pubky::PublicKey::try_from_z32(\"{public_key}\")?;\n\
+         \x20   let session = pubky.signer(pubky::Keypair::random()).signup(&homeserver, None).await?;"
+    );
+}

@@ -1,0 +1,198 @@
+//! A whole homeserver in the test process, on its own database and log namespace, and
+//! users with bearer sessions made by appending the same events the auth endpoints do.
+
+#![allow(dead_code)]
+
+pub mod sdk;
+
+use domain::event::{Change, Digest, UserLimits};
+use domain::secret::BearerToken;
+use domain::{Event, EventSeq, Keypair};
+use homeserver::Homeserver;
+use homeserver::config::Config;
+use log::Expected;
+
+pub struct TestServer {
+    pub server: Homeserver,
+    pub env: testkit::TestEnv,
+    pub config: Config,
+    pub keypair: Keypair,
+    pub http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+pub async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+    let env = testkit::TestEnv::new().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = Config {
+        data_dir: data.path().to_path_buf(),
+        database_url: env.database_url.clone(),
+        nats_url: env.nats_url.clone(),
+        nats_stream: env.log.stream.clone(),
+        nats_subject_prefix: env.log.subject_prefix.clone(),
+        http_listen: ([127, 0, 0, 1], 0).into(),
+        tls_listen: ([127, 0, 0, 1], 0).into(),
+        signup_mode: api::SignupMode::Open,
+        ..Config::default()
+    };
+    configure(&mut config);
+    let keypair = Keypair::random();
+    let server = homeserver::start_all(&config, &keypair)
+        .await
+        .expect("homeserver starts");
+    TestServer {
+        server,
+        env,
+        config,
+        keypair,
+        http: reqwest::Client::new(),
+        _data: data,
+    }
+}
+
+pub struct TestUser {
+    pub keypair: Keypair,
+    pub token: String,
+}
+
+impl TestUser {
+    pub fn z32(&self) -> String {
+        self.keypair.public_key().to_z32()
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.server.http_addr, path)
+    }
+
+    pub fn storage(&self, user: &TestUser, path: &str) -> String {
+        self.url(&format!("/storage/{}{}", user.z32(), path))
+    }
+
+    async fn append_visible(&self, event: Event, expected: Expected) -> EventSeq {
+        let seq = self
+            .server
+            .state
+            .log
+            .append(&event, expected)
+            .await
+            .expect("append");
+        assert!(
+            self.server
+                .state
+                .progress
+                .wait_for(seq, std::time::Duration::from_secs(10))
+                .await,
+            "event {seq} projected"
+        );
+        seq
+    }
+
+    /// A user with a bearer session whose grant has `caps`.
+    pub async fn user_with(&self, caps: &[&str], limits: UserLimits) -> TestUser {
+        let keypair = Keypair::random();
+        let token = BearerToken::from_random(rand::random());
+        let signup = self
+            .append_visible(
+                signup_event(&keypair, limits),
+                Expected::LastSeq(EventSeq(0)),
+            )
+            .await;
+        self.append_visible(
+            session_event(&keypair, caps, &token),
+            Expected::LastSeq(signup),
+        )
+        .await;
+        TestUser {
+            keypair,
+            token: token.as_str().to_string(),
+        }
+    }
+
+    pub async fn user(&self) -> TestUser {
+        self.user_with(&["/:rw"], UserLimits::default()).await
+    }
+}
+
+/// A random 22-character id, the longest grant id / nonce the protocol allows.
+fn random_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..22].to_string()
+}
+
+/// The event that creates `user`'s account, as the signup endpoints append it.
+pub fn signup_event(user: &Keypair, limits: UserLimits) -> Event {
+    Event::new(
+        user.public_key(),
+        api::now_micros(),
+        uuid::Uuid::now_v7().to_string(),
+        Change::UserSignedUp {
+            signup_token: None,
+            limits,
+            cookie_session: None,
+            pop_nonce: None,
+        },
+    )
+}
+
+/// The event that opens a bearer session `token` for `user` under a one-hour grant
+/// with `caps`, as `POST /auth/grant/session` appends it.
+pub fn session_event(user: &Keypair, caps: &[&str], token: &BearerToken) -> Event {
+    let now = api::now_micros();
+    let secs = now / 1_000_000;
+    Event::new(
+        user.public_key(),
+        now,
+        uuid::Uuid::now_v7().to_string(),
+        Change::GrantSessionCreated {
+            grant_id: random_id(),
+            client_id: "test.app".into(),
+            client_key: Keypair::random().public_key(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            grant_issued_at: secs,
+            grant_expires_at: secs + 3600,
+            token_hash: Digest(token.hash()),
+            token_expires_at: secs + 3600,
+            pop_nonce: random_id(),
+        },
+    )
+}
+
+/// For homeservers running in other processes: appends a new user with a root bearer
+/// session to the log of `env`, and waits until that process's projector applied it.
+pub async fn user_via_log(env: &testkit::TestEnv) -> (Keypair, BearerToken) {
+    let store = store::Store::connect(&env.database_url, 2)
+        .await
+        .expect("store");
+    store.migrate().await.expect("migrations");
+    let log = log::EventLog::connect(env.log.clone()).await.expect("log");
+    let user = Keypair::random();
+    let token = BearerToken::from_random(rand::random());
+    let signup = log
+        .append(
+            &signup_event(&user, UserLimits::default()),
+            Expected::LastSeq(EventSeq(0)),
+        )
+        .await
+        .expect("append signup");
+    let session = log
+        .append(
+            &session_event(&user, &["/:rw"], &token),
+            Expected::LastSeq(signup),
+        )
+        .await
+        .expect("append session");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.checkpoint("main").await.expect("checkpoint") < session {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector catches up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (user, token)
+}

@@ -1,0 +1,113 @@
+//! The read side of storage: `GET`/`HEAD` of files, directory listings, `/` and
+//! `/info` (spec §3.1, §3.5).
+//!
+//! Everything is served from the projections and the blob store; nothing here appends
+//! to the log. Authorization runs before any lookup, so for `/priv/` the answer to an
+//! unauthorized request is the same whether the path exists or not.
+
+mod file;
+mod listing;
+
+use api::tenant::{self, Addressing, StorageTarget};
+use api::{ApiError, AppState, MaybeSession};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// Features advertised by `GET /info`; clients ignore ids they do not know.
+pub const FEATURES: &[&str] = &["path-addressed-storage", "grant-proof-logout"];
+
+/// The read-api on its own (split deployment): health, `/info`, path-addressed and
+/// legacy reads.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(root))
+        .route("/info", get(info))
+        .route("/storage/{*rest}", get(get_storage))
+        .fallback(get_legacy)
+}
+
+pub async fn root() -> &'static str {
+    "Pubky Homeserver"
+}
+
+pub async fn info() -> Response {
+    let body = serde_json::json!({ "features": FEATURES }).to_string();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET`/`HEAD /storage/<owner>/<path>`.
+pub async fn get_storage(
+    State(state): State<AppState>,
+    session: MaybeSession,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let target = match tenant::path_addressed(uri.path()) {
+        Ok(target) => target,
+        Err(e) => return e.into_response(),
+    };
+    read(&state, session, &method, &uri, &headers, target).await
+}
+
+/// `GET`/`HEAD /<path>` with the owner from `pubky-host`, `Host` or the query.
+pub async fn get_legacy(
+    State(state): State<AppState>,
+    session: MaybeSession,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let target = tenant::legacy_owner(&uri, &headers).and_then(|owner| {
+        Ok(StorageTarget {
+            owner,
+            path: tenant::legacy_path(uri.path())?,
+            addressing: Addressing::Legacy,
+        })
+    });
+    match target {
+        Ok(target) => read(&state, session, &method, &uri, &headers, target).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn read(
+    state: &AppState,
+    MaybeSession(session): MaybeSession,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    target: StorageTarget,
+) -> Response {
+    let result = async {
+        domain::authorization::authorize_read(
+            session.as_ref().map(|s| s.view()),
+            &target.owner,
+            &target.path,
+        )?;
+        if target.path.is_dir() {
+            if method == Method::HEAD {
+                return Err(ApiError::not_found());
+            }
+            return listing::list(state, &target, uri.query()).await;
+        }
+        file::serve(state, method, headers, &target).await
+    }
+    .await;
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    tenant::add_cache_headers(&mut response, &target.path, target.addressing);
+    response
+}

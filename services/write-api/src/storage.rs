@@ -1,0 +1,369 @@
+//! `PUT` and `DELETE` of files (spec §3.5, §5).
+//!
+//! The body is streamed into the content-addressed blob store first (bounded memory
+//! whatever its size); then, under the user's write lock, the user's projected state
+//! is re-read, every rule checked against it, and one event appended with that state's
+//! sequence as the expected last sequence. A concurrent write elsewhere makes the
+//! append fail and the checks run again on the new state: quotas, collisions and
+//! `If-Match` hold across instances. The answer comes once the projection shows the
+//! write, so a following GET sees it.
+
+use api::tenant::{self, Addressing, StorageTarget};
+use api::writer::{CommitError, MAX_ATTEMPTS, too_much_contention};
+use api::{ApiError, AppState, MaybeSession, Session, now_micros};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use blobs::{BlobHash, PutError};
+use domain::event::Change;
+use domain::{EntryPath, Event, PublicKey};
+use futures::TryStreamExt;
+use log::Expected;
+use store::projection::ENTRY_OVERHEAD_BYTES;
+use store::users::UserRow;
+
+#[tracing::instrument(skip_all, fields(event_seq))]
+pub async fn put_storage(
+    State(state): State<AppState>,
+    session: MaybeSession,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(write_path_addressed(&state, session, &uri, &headers, Some(body)).await)
+}
+
+#[tracing::instrument(skip_all, fields(event_seq))]
+pub async fn delete_storage(
+    State(state): State<AppState>,
+    session: MaybeSession,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    respond(write_path_addressed(&state, session, &uri, &headers, None).await)
+}
+
+#[tracing::instrument(skip_all, fields(event_seq))]
+pub async fn put_legacy(
+    State(state): State<AppState>,
+    session: MaybeSession,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(write_legacy(&state, session, &uri, &headers, Some(body)).await)
+}
+
+#[tracing::instrument(skip_all, fields(event_seq))]
+pub async fn delete_legacy(
+    State(state): State<AppState>,
+    session: MaybeSession,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    respond(write_legacy(&state, session, &uri, &headers, None).await)
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn write_path_addressed(
+    state: &AppState,
+    MaybeSession(session): MaybeSession,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Option<Body>,
+) -> Result<Response, ApiError> {
+    // On /storage/ a malformed URL is a 400 before any authentication.
+    let target = tenant::path_addressed(uri.path())?;
+    let result = async {
+        let session = require_session(session)?;
+        if target.path.is_dir() {
+            return Err(ApiError::bad_request("Target path must be a file"));
+        }
+        write(state, &session, &target, headers, body).await
+    }
+    .await;
+    let mut response = respond(result);
+    tenant::add_cache_headers(&mut response, &target.path, Addressing::Path);
+    Ok(response)
+}
+
+async fn write_legacy(
+    state: &AppState,
+    MaybeSession(session): MaybeSession,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Option<Body>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        // The legacy route checks the session before the tenant and the path.
+        let session = require_session(session)?;
+        let owner = tenant::legacy_owner(uri, headers)?;
+        let path = tenant::legacy_path(uri.path())?;
+        if path.is_dir() {
+            return Err(ApiError::bad_request(
+                "Invalid URL: target path must be a file",
+            ));
+        }
+        let target = StorageTarget {
+            owner,
+            path,
+            addressing: Addressing::Legacy,
+        };
+        write(state, &session, &target, headers, body).await
+    }
+    .await;
+    let mut response = respond(result);
+    // Even a refusal that came before the path was checked must not be cached when
+    // it is about private data.
+    if let Ok(path) = tenant::legacy_path(uri.path()) {
+        tenant::add_cache_headers(&mut response, &path, Addressing::Legacy);
+    }
+    Ok(response)
+}
+
+fn require_session(session: Option<Session>) -> Result<Session, ApiError> {
+    session.ok_or_else(|| ApiError::unauthorized("No authenticated session found"))
+}
+
+async fn write(
+    state: &AppState,
+    session: &Session,
+    target: &StorageTarget,
+    headers: &HeaderMap,
+    body: Option<Body>,
+) -> Result<Response, ApiError> {
+    domain::authorization::authorize_write(session.view(), &target.owner, &target.path)?;
+    let user = existing_user(state, &target.owner).await?;
+    match body {
+        Some(body) => put(state, target, headers, body, user).await,
+        None => delete(state, target, headers).await,
+    }
+}
+
+async fn existing_user(state: &AppState, owner: &PublicKey) -> Result<UserRow, ApiError> {
+    state
+        .store
+        .user(owner)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+async fn put(
+    state: &AppState,
+    target: &StorageTarget,
+    headers: &HeaderMap,
+    body: Body,
+    user: UserRow,
+) -> Result<Response, ApiError> {
+    if user.disabled {
+        return Err(ApiError::forbidden("User is disabled"));
+    }
+    let path = target.path.as_str();
+    let previous = state.store.entry(&target.owner, path).await?;
+    check_preconditions(headers, previous.as_ref().map(|e| &e.content_hash))?;
+
+    // Early refusal from Content-Length, before reading a byte of the body.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let room = quota_room(state, &user, previous.as_ref().map(|e| e.size));
+    let body_limit = state.config.max_body_bytes;
+    if let (Some(declared), Some(max)) = (declared, body_limit)
+        && declared > max
+    {
+        return Err(payload_too_large());
+    }
+    if let (Some(declared), Some(room)) = (declared, room)
+        && declared > room
+    {
+        return Err(quota_exceeded());
+    }
+    let limit = match (room, body_limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let stored = match state.blobs.put_stream(stream, limit, path).await {
+        Ok(stored) => stored,
+        Err(PutError::TooLarge { limit }) => {
+            return Err(if body_limit == Some(limit) {
+                payload_too_large()
+            } else {
+                quota_exceeded()
+            });
+        }
+        Err(PutError::Body(_)) => return Err(ApiError::bad_request("Stream broken")),
+        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+    };
+
+    let _queue = state.lock_user(&target.owner).await;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    for _ in 0..MAX_ATTEMPTS {
+        let user = existing_user(state, &target.owner).await?;
+        check_allowed_path(&user, &target.path)?;
+        let ancestors: Vec<String> = target
+            .path
+            .parent_dirs()
+            .filter(|dir| dir.len() > 1)
+            .map(|dir| dir.trim_end_matches('/').to_string())
+            .collect();
+        if state
+            .store
+            .collides(&target.owner, path, &ancestors)
+            .await?
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "File/folder path collision",
+            ));
+        }
+        let previous = state.store.entry(&target.owner, path).await?;
+        check_preconditions(headers, previous.as_ref().map(|e| &e.content_hash))?;
+        if quota_room(state, &user, previous.as_ref().map(|e| e.size))
+            .is_some_and(|room| stored.size > room)
+        {
+            return Err(quota_exceeded());
+        }
+        let event = Event::new(
+            target.owner.clone(),
+            now_micros(),
+            request_id.clone(),
+            Change::FilePut {
+                path: path.to_string(),
+                content_hash: domain::event::Digest(stored.hash.0),
+                size: stored.size,
+                content_type: stored.content_type.clone(),
+            },
+        );
+        match state.commit(&event, Expected::LastSeq(user.file_seq)).await {
+            Ok(committed) => {
+                let status = if committed.visible {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::ACCEPTED
+                };
+                let mut response = status.into_response();
+                if let Ok(etag) = HeaderValue::from_str(&stored.hash.etag()) {
+                    response.headers_mut().insert(header::ETAG, etag);
+                }
+                return Ok(response);
+            }
+            Err(CommitError::Conflict) => continue,
+            Err(CommitError::Api(e)) => return Err(e),
+        }
+    }
+    Err(too_much_contention())
+}
+
+async fn delete(
+    state: &AppState,
+    target: &StorageTarget,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let path = target.path.as_str();
+    let _queue = state.lock_user(&target.owner).await;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    for _ in 0..MAX_ATTEMPTS {
+        let user = existing_user(state, &target.owner).await?;
+        let entry = state
+            .store
+            .entry(&target.owner, path)
+            .await?
+            .ok_or_else(ApiError::not_found)?;
+        check_allowed_path(&user, &target.path)?;
+        check_preconditions(headers, Some(&entry.content_hash))?;
+        let event = Event::new(
+            target.owner.clone(),
+            now_micros(),
+            request_id.clone(),
+            Change::FileDeleted {
+                path: path.to_string(),
+            },
+        );
+        match state.commit(&event, Expected::LastSeq(user.file_seq)).await {
+            Ok(committed) if committed.visible => return Ok(StatusCode::NO_CONTENT.into_response()),
+            Ok(_) => return Ok(StatusCode::ACCEPTED.into_response()),
+            Err(CommitError::Conflict) => continue,
+            Err(CommitError::Api(e)) => return Err(e),
+        }
+    }
+    Err(too_much_contention())
+}
+
+/// Bytes the user may still add when replacing an entry of `previous_size` (or creating
+/// one, which also costs the per-entry overhead); `None` = unlimited.
+fn quota_room(state: &AppState, user: &UserRow, previous_size: Option<u64>) -> Option<u64> {
+    let limit_mb = match user.storage_quota_mb {
+        Some(mb) if mb < 0 => return None,
+        Some(mb) => mb as u64,
+        None => state.config.default_quota_mb?,
+    };
+    let limit = limit_mb.saturating_mul(1024 * 1024) as i64;
+    let freed = previous_size.map_or(-ENTRY_OVERHEAD_BYTES, |size| size as i64);
+    Some((limit - user.used_bytes + freed).max(0) as u64)
+}
+
+fn check_allowed_path(user: &UserRow, path: &EntryPath) -> Result<(), ApiError> {
+    let Some(allowed) = &user.allowed_write_paths else {
+        return Ok(());
+    };
+    let path = path.as_str();
+    let permitted = allowed.iter().any(|rule| {
+        if rule.ends_with('/') {
+            path.starts_with(rule.as_str())
+        } else {
+            path == rule
+        }
+    });
+    if permitted {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("Write to this path is not allowed"))
+    }
+}
+
+/// `If-Match` and `If-None-Match` on writes (beyond the reference): two apps editing
+/// one file cannot silently overwrite each other.
+fn check_preconditions(headers: &HeaderMap, current: Option<&[u8; 32]>) -> Result<(), ApiError> {
+    let current_etag = current.map(|hash| BlobHash(*hash).etag());
+    let listed = |name: header::HeaderName| -> Option<Vec<String>> {
+        let value = headers.get(name)?.to_str().ok()?;
+        Some(value.split(',').map(|t| t.trim().to_string()).collect())
+    };
+    let failed = || ApiError::new(StatusCode::PRECONDITION_FAILED, "Precondition Failed");
+    if let Some(tags) = listed(header::IF_MATCH) {
+        let matches = match &current_etag {
+            Some(etag) => tags.iter().any(|t| t == "*" || t == etag),
+            None => false,
+        };
+        if !matches {
+            return Err(failed());
+        }
+    }
+    if let Some(tags) = listed(header::IF_NONE_MATCH) {
+        let matches = match &current_etag {
+            Some(etag) => tags.iter().any(|t| t == "*" || t == etag),
+            None => false,
+        };
+        if matches {
+            return Err(failed());
+        }
+    }
+    Ok(())
+}
+
+fn quota_exceeded() -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "Disk space quota exceeded",
+    )
+}
+
+fn payload_too_large() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")
+}

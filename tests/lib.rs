@@ -1,0 +1,1 @@
+//! End-to-end tests of the homeserver; the test files are listed in Cargo.toml.
