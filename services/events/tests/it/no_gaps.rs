@@ -3,7 +3,7 @@
 //! read; the projector is restarted mid-run. Each reader must see every public event
 //! exactly once, in cursor order.
 
-mod common;
+use crate::common;
 
 use common::{Env, key, sse_events};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Storage over HTTP against real NATS and Postgres: what an app sees.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, TestUser, start};
 use domain::event::{StorageLimit, UserLimits};

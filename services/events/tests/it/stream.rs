@@ -1,7 +1,7 @@
 //! `/events-stream` (SSE) and `/events-ws`: parameters, error texts, exact bytes,
 //! filters, private-event rules, revocation, resume.
 
-mod common;
+use crate::common;
 
 use common::{Env, key, read_until, sse_events};
 use futures::{SinkExt, StreamExt};

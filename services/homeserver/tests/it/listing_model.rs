@@ -18,7 +18,7 @@
 //! directories rendered once as `name/`, in byte order of the rendered names; cursors are
 //! exclusive. Paging must end with an empty page exactly where the model runs out.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, TestUser};
 use rand::rngs::StdRng;

@@ -19,7 +19,7 @@
 //! A second test runs the same matrix and checks that every refusal on a private path is
 //! `cache-control: no-store` without `etag`/`last-modified` (§3.5).
 
-mod common;
+use crate::common;
 
 use common::{TestServer, TestUser};
 use domain::Keypair;

@@ -1,7 +1,7 @@
 //! The backbone's invariants, against real NATS and Postgres: one event per write,
 //! exactly-once projection, rebuild equality, optimistic concurrency.
 
-mod common;
+use crate::common;
 
 use domain::event::{Change, Digest, UserLimits};
 use domain::{Event, EventSeq, Keypair};

@@ -1,7 +1,7 @@
 //! The split deployment: projector, write-api and read-api as separate processes.
 //! A GET sent to the read-api right after the write-api answered sees the write.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The operator CLI against a running homeserver.
 
-mod common;
+use crate::common;
 
 #[tokio::test]
 async fn admin_signup_token_mints_a_token_the_server_accepts() {

@@ -1,6 +1,6 @@
 //! `GET /events/`: format, parameters and error texts.
 
-mod common;
+use crate::common;
 
 use common::{Env, key};
 

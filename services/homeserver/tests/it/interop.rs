@@ -10,7 +10,7 @@
 //! Every test is bounded: the SDK has a per-request timeout and every scenario runs
 //! under [`within`].
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

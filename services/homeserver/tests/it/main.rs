@@ -1,0 +1,18 @@
+//! End-to-end tests of the `homeserver` crate, linked into one test binary.
+//!
+//! Each module is a former test file. One binary instead of one per file: every test
+//! binary here links the whole server plus the published SDK, and linking eight of them
+//! cost minutes of CI and gigabytes of disk. `large_files` stays a binary of its own
+//! because it measures its own process's peak memory, which other tests running in the
+//! same process would disturb.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod foundation;
+mod interop;
+mod listing_model;
+mod private_matrix;
+mod split;
+mod storage;
