@@ -4,7 +4,7 @@
 #   scripts/services.sh up       start both (idempotent), print where they are
 #   scripts/services.sh down     stop both
 #   scripts/services.sh status   report; exit 1 if a managed service is down
-#   scripts/services.sh env      print `export DATABASE_URL=... NATS_URL=...`
+#   scripts/services.sh env      print `export DATABASE_URL=... NATS_URL=... NATS_SERVER_BIN=...`
 #                                for: eval "$(scripts/services.sh env)"
 #
 # Why private servers: the machine may run Debian's Postgres on 5432 and Debian's
@@ -474,6 +474,9 @@ status_nats() {
 print_env() {
     printf 'export DATABASE_URL=%q\n' "$(database_url)"
     printf 'export NATS_URL=%q\n' "$(nats_url)"
+    # Tests that need a NATS server of their own (a permissions configuration, say)
+    # start this binary; `up` installs it even when NATS_URL is given.
+    printf 'export NATS_SERVER_BIN=%q\n' "$NATS_DIR/bin/nats-server"
 }
 
 usage() {
@@ -487,6 +490,7 @@ main() {
     case $1 in
     up)
         start_pg
+        ensure_nats_bin
         start_nats
         save_ports
         write_env_file

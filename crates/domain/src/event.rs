@@ -271,13 +271,85 @@ pub fn partition_of(user: &PublicKey) -> u16 {
     u16::from_be_bytes([bytes[0], bytes[1]]) % PARTITIONS
 }
 
-/// The subject an event is appended to: `<prefix>.<family>.<partition>.<user z32>`.
-pub fn subject_for(prefix: &str, family: SubjectFamily, user: &PublicKey) -> String {
+/// Which side of a user's data a file event belongs to. It is the last token of the
+/// event's subject, so NATS permissions can give a third party `…ev.*.*.pub` and keep
+/// private paths (and their hashes and sizes) off its subscriptions entirely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Paths under `/pub/`.
+    Public,
+    /// Everything else (`/priv/`).
+    Private,
+}
+
+impl Visibility {
+    pub fn of_path(path: &str) -> Self {
+        if path.starts_with("/pub/") {
+            Visibility::Public
+        } else {
+            Visibility::Private
+        }
+    }
+
+    pub fn token(self) -> &'static str {
+        match self {
+            Visibility::Public => "pub",
+            Visibility::Private => "priv",
+        }
+    }
+}
+
+impl Change {
+    /// The visibility of a file event; `None` for events that are not about a file.
+    pub fn visibility(&self) -> Option<Visibility> {
+        match self {
+            Change::FilePut { path, .. } | Change::FileDeleted { path } => {
+                Some(Visibility::of_path(path))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The subject shared by all of one user's events of one family, before the
+/// visibility token of file events: `<prefix>.<family>.<partition>.<user z32>`.
+fn user_family_subject(prefix: &str, family: SubjectFamily, user: &PublicKey) -> String {
     format!(
         "{prefix}.{}.{}.{}",
         family.token(),
         partition_of(user),
         user.to_z32()
+    )
+}
+
+/// The subject an event is appended to: `<prefix>.ev.<partition>.<user>.<pub|priv>` for
+/// file events, `<prefix>.<acct|op>.<partition>.<user>` for the others.
+pub fn subject_of(prefix: &str, event: &Event) -> String {
+    let base = user_family_subject(prefix, event.change.family(), &event.user);
+    match event.change.visibility() {
+        Some(visibility) => format!("{base}.{}", visibility.token()),
+        None => base,
+    }
+}
+
+/// The subjects that together hold one user's events of one family: the filter the
+/// per-user expected-sequence check runs against (file events of both visibilities are
+/// one sequence, so a write to `/pub/` and one to `/priv/` still serialize).
+pub fn concurrency_subject(prefix: &str, family: SubjectFamily, user: &PublicKey) -> String {
+    let base = user_family_subject(prefix, family, user);
+    match family {
+        SubjectFamily::Files => format!("{base}.*"),
+        SubjectFamily::Account | SubjectFamily::Operator => base,
+    }
+}
+
+/// The file events of every user's public paths, for a NATS subscription or consumer
+/// filter: `<prefix>.ev.*.*.pub`.
+pub fn public_files_filter(prefix: &str) -> String {
+    format!(
+        "{prefix}.{}.*.*.{}",
+        SubjectFamily::Files.token(),
+        Visibility::Public.token()
     )
 }
 
@@ -379,8 +451,35 @@ mod tests {
         let p = partition_of(&key(1));
         assert!(p < PARTITIONS);
         assert_eq!(p, partition_of(&key(1)));
-        let s = subject_for("hs", SubjectFamily::Files, &key(1));
-        assert_eq!(s, format!("hs.ev.{p}.{}", key(1).to_z32()));
+        let z = key(1).to_z32();
+        let put = |path: &str| {
+            Event::new(
+                key(1),
+                1,
+                "r".into(),
+                Change::FilePut {
+                    path: path.into(),
+                    content_hash: Digest([0; 32]),
+                    size: 0,
+                    content_type: "text/plain".into(),
+                },
+            )
+        };
+        assert_eq!(
+            subject_of("hs", &put("/pub/a")),
+            format!("hs.ev.{p}.{z}.pub")
+        );
+        assert_eq!(
+            subject_of("hs", &put("/priv/a")),
+            format!("hs.ev.{p}.{z}.priv")
+        );
+        let disabled = Event::new(key(1), 1, "r".into(), Change::UserDisabled);
+        assert_eq!(subject_of("hs", &disabled), format!("hs.acct.{p}.{z}"));
+        assert_eq!(
+            concurrency_subject("hs", SubjectFamily::Files, &key(1)),
+            format!("hs.ev.{p}.{z}.*")
+        );
+        assert_eq!(public_files_filter("hs"), "hs.ev.*.*.pub");
         let spread: std::collections::HashSet<u16> =
             (0..64).map(|i| partition_of(&key(i))).collect();
         assert!(

@@ -16,7 +16,7 @@
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{HeaderMap, header};
-use domain::event::subject_for;
+use domain::event::{concurrency_subject, subject_of};
 use domain::{Event, EventSeq};
 use futures::{Stream, StreamExt};
 use std::time::Duration;
@@ -70,6 +70,10 @@ pub enum LogError {
     Undecodable { seq: u64, reason: String },
 }
 
+/// Header of NATS >= 2.11 that runs the expected-last-subject-sequence check against
+/// another subject, wildcards allowed (async-nats has no constant for it).
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+
 /// What the writer believes the subject's last sequence is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expected {
@@ -109,20 +113,20 @@ impl EventLog {
     /// Connects, refuses servers that are too old, and creates the stream if missing
     /// (or checks that the existing one is configured safely).
     pub async fn connect(config: LogConfig) -> Result<Self, LogError> {
-        let client = async_nats::ConnectOptions::new()
+        let shown_url = redacted_url(&config.url);
+        let connect_error = |reason: String| LogError::Connect {
+            url: shown_url.clone(),
+            reason,
+        };
+        let (options, addr) = connect_options(&config.url).map_err(connect_error)?;
+        let client = options
             .name("pubky-homeserver")
             .connection_timeout(Duration::from_secs(5))
-            .connect(&config.url);
+            .connect(addr);
         let client = tokio::time::timeout(Duration::from_secs(10), client)
             .await
-            .map_err(|_| LogError::Connect {
-                url: config.url.clone(),
-                reason: "timed out".into(),
-            })?
-            .map_err(|e| LogError::Connect {
-                url: config.url.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|_| connect_error("timed out".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
         check_server_version(&client.server_info().version)?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
@@ -182,6 +186,12 @@ impl EventLog {
                     Some("old events expire")
                 } else if have.subjects != wanted.subjects {
                     Some("its subjects differ")
+                } else if self.has_unsplit_file_events(&existing).await? {
+                    Some(
+                        "it holds file events on `<prefix>.ev.<partition>.<user>`, the layout \
+                         before public and private file events got subjects of their own \
+                         (`….pub`, `….priv`); start with a new stream",
+                    )
                 } else {
                     None
                 };
@@ -214,19 +224,36 @@ impl EventLog {
         }
     }
 
-    /// The subject an event of `event.user` travels on.
+    /// Whether the stream holds file events of the first, unreleased subject layout, in
+    /// which a user's public and private file events shared one subject. Appending in
+    /// the current layout next to them would break the per-user sequence check.
+    async fn has_unsplit_file_events(&self, stream: &stream::Stream) -> Result<bool, LogError> {
+        let filter = format!("{}.ev.*.*", self.config.subject_prefix);
+        match stream.get_last_raw_message_by_subject(&filter).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The subject `event` travels on.
     pub fn subject_of(&self, event: &Event) -> String {
-        subject_for(
-            &self.config.subject_prefix,
-            event.change.family(),
-            &event.user,
-        )
+        subject_of(&self.config.subject_prefix, event)
     }
 
     /// Appends one event. Retries a lost acknowledgement with the same message id, and
     /// settles an ambiguous outcome by looking at the subject's last message.
     pub async fn append(&self, event: &Event, expected: Expected) -> Result<EventSeq, AppendError> {
         let subject = self.subject_of(event);
+        // The expected sequence is the user's last event of the family, which for file
+        // events spans two subjects (`.pub`, `.priv`): checked against a wildcard.
+        let checked = concurrency_subject(
+            &self.config.subject_prefix,
+            event.change.family(),
+            &event.user,
+        );
         let payload = bytes::Bytes::from(event.to_json());
         let mut last_error = String::new();
         for attempt in 0..3u32 {
@@ -237,6 +264,11 @@ impl EventLog {
                     header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
                     seq.0.to_string().as_str(),
                 );
+                if checked != subject {
+                    // Only ever sent with ELSS and to servers >= MIN_SERVER: older ones
+                    // do not know it and may skip the check altogether.
+                    headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, checked.as_str());
+                }
             }
             let outcome = async {
                 self.js
@@ -249,7 +281,7 @@ impl EventLog {
                 Ok(ack) => return Ok(EventSeq(ack.sequence)),
                 Err(e) => match e.kind() {
                     jetstream::context::PublishErrorKind::WrongLastSequence => {
-                        return self.settle(&subject, &event.request_id).await;
+                        return self.settle(&checked, &event.request_id).await;
                     }
                     jetstream::context::PublishErrorKind::TimedOut
                     | jetstream::context::PublishErrorKind::BrokenPipe
@@ -265,8 +297,9 @@ impl EventLog {
         Err(LogError::Unavailable(last_error).into())
     }
 
-    /// After an expected-sequence failure: if the subject's last message is ours, an
-    /// earlier attempt was stored and this append succeeded; otherwise it is a conflict.
+    /// After an expected-sequence failure: if the last message on the checked subjects
+    /// is ours, an earlier attempt was stored and this append succeeded; otherwise it is
+    /// a conflict.
     async fn settle(&self, subject: &str, request_id: &str) -> Result<EventSeq, AppendError> {
         let stream = self
             .js
@@ -353,6 +386,45 @@ impl EventLog {
     }
 }
 
+/// Connection options for `url`, with the credentials it carries. async-nats ignores
+/// credentials in the URL (nats.rs#1623), so they are taken out here: `user:password@`
+/// becomes user and password, a bare `token@` a token.
+fn connect_options(
+    url: &str,
+) -> Result<(async_nats::ConnectOptions, async_nats::ServerAddr), String> {
+    let addr: async_nats::ServerAddr = url.parse().map_err(|e: std::io::Error| e.to_string())?;
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let options = match (addr.username(), addr.password()) {
+        (Some(user), Some(password)) => {
+            async_nats::ConnectOptions::with_user_and_password(decode(user), decode(password))
+        }
+        (Some(token), None) => async_nats::ConnectOptions::with_token(decode(token)),
+        _ => async_nats::ConnectOptions::new(),
+    };
+    Ok((options, addr))
+}
+
+/// `url` fit for logs and error messages: any password or token replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => {
+                let user = match credentials.split_once(':') {
+                    Some((user, _)) => format!("{user}:***"),
+                    None => "***".to_string(),
+                };
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(e.to_string())
 }
@@ -376,6 +448,21 @@ pub fn check_server_version(version: &str) -> Result<(), LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_used_and_never_shown() {
+        assert_eq!(
+            redacted_url("nats://reader:s3cr%40t@127.0.0.1:4222"),
+            "nats://reader:***@127.0.0.1:4222"
+        );
+        assert_eq!(redacted_url("nats://tok3n@host"), "nats://***@host");
+        assert_eq!(
+            redacted_url("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+        assert!(connect_options("nats://reader:s3cr%40t@127.0.0.1:4222").is_ok());
+        assert!(connect_options("http://x").is_err());
+    }
 
     #[test]
     fn server_versions_below_the_minimum_are_refused() {

@@ -6,5 +6,6 @@
 mod common;
 
 mod feed;
+mod nats_permissions;
 mod no_gaps;
 mod stream;

@@ -5,6 +5,7 @@ use crate::common;
 
 use domain::event::{Change, Digest, UserLimits};
 use domain::{Event, EventSeq, Keypair};
+use futures::StreamExt;
 use log::{AppendError, EventLog, Expected};
 use std::time::Duration;
 
@@ -215,4 +216,107 @@ async fn a_projector_killed_mid_stream_resumes_without_loss_or_duplicates() {
         .await
         .unwrap();
     assert_eq!(feed, 60 * users.len() as i64);
+}
+
+#[tokio::test]
+async fn public_and_private_file_events_get_their_own_subjects_but_one_user_sequence() {
+    let env = testkit::TestEnv::new().await;
+    let log = EventLog::connect(env.log.clone()).await.expect("log");
+    let user = Keypair::random();
+    let public = log
+        .append(
+            &file_put(&user, "/pub/a", 1),
+            Expected::LastSeq(EventSeq(0)),
+        )
+        .await
+        .unwrap();
+    // A private write checked against "no file events yet" must see the public one.
+    let private = file_put(&user, "/priv/b", 1);
+    let err = log
+        .append(&private, Expected::LastSeq(EventSeq(0)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::Conflict { current: Some(seq) } if seq == public),
+        "{err:?}"
+    );
+    let stored = log
+        .append(&private, Expected::LastSeq(public))
+        .await
+        .unwrap();
+    // A retry after a lost ack is settled across both subjects too.
+    assert_eq!(
+        log.append(&private, Expected::LastSeq(public))
+            .await
+            .unwrap(),
+        stored
+    );
+
+    let prefix = &env.log.subject_prefix;
+    let z32 = user.public_key().to_z32();
+    let subjects: Vec<(String, String)> = log
+        .read(EventSeq(1), None)
+        .await
+        .unwrap()
+        .take(2)
+        .map(|e| {
+            let e = e.unwrap();
+            let path = match e.event.change {
+                Change::FilePut { path, .. } => path,
+                other => panic!("unexpected {other:?}"),
+            };
+            (path, e.subject)
+        })
+        .collect()
+        .await;
+    let p = domain::event::partition_of(&user.public_key());
+    assert_eq!(
+        subjects,
+        [
+            ("/pub/a".to_string(), format!("{prefix}.ev.{p}.{z32}.pub")),
+            ("/priv/b".to_string(), format!("{prefix}.ev.{p}.{z32}.priv")),
+        ]
+    );
+    // The public filter a third party would be given sees the public event only.
+    let mut public_only = log
+        .read(
+            EventSeq(1),
+            Some(domain::event::public_files_filter(prefix)),
+        )
+        .await
+        .unwrap();
+    let first = public_only.next().await.unwrap().unwrap();
+    assert_eq!(first.seq, public);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), public_only.next())
+            .await
+            .is_err(),
+        "no private event on the public subjects"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_in_the_old_unsplit_subject_layout_is_refused() {
+    let env = testkit::TestEnv::new().await;
+    let log = EventLog::connect(env.log.clone()).await.expect("log");
+    let user = Keypair::random();
+    // What the first layout wrote: public and private file events on one subject.
+    let old_subject = format!(
+        "{}.ev.{}.{}",
+        env.log.subject_prefix,
+        domain::event::partition_of(&user.public_key()),
+        user.public_key().to_z32()
+    );
+    let js = async_nats::jetstream::new(log.client().clone());
+    js.publish(old_subject, file_put(&user, "/priv/x", 1).to_json().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let err = EventLog::connect(env.log.clone())
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("layout before public and private"), "{err}");
 }
