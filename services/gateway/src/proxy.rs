@@ -6,8 +6,9 @@
 //! everything else (reads) to the read-api. Bodies stream both ways (uploads of any
 //! size, SSE), so the gateway holds no more than a chunk per connection.
 //!
-//! WebSocket upgrades are not forwarded yet: clients reach `/events-ws` on the events
-//! service directly in a split deployment.
+//! WebSocket upgrades (`/events-ws`) are forwarded too: the upgrade request goes to the
+//! events service, and once both sides switched protocols the gateway copies bytes
+//! between the two upgraded connections until either closes.
 
 use axum::Router;
 use axum::body::Body;
@@ -16,7 +17,7 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
 
 /// Base URLs (`http://host:port`) of the services behind the gateway.
@@ -76,8 +77,17 @@ async fn forward(State(proxy): State<Proxy>, mut request: Request) -> Response {
     if let Some(host) = host {
         request.headers_mut().insert(header::HOST, host);
     }
+    let client_upgrade = asks_for_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     match proxy.client.request(request).await {
-        Ok(response) => response.map(Body::new),
+        Ok(mut response) => {
+            if let Some(client_upgrade) = client_upgrade
+                && response.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(splice(client_upgrade, upstream_upgrade));
+            }
+            response.map(Body::new)
+        }
         Err(e) => {
             tracing::warn!(error = %e, upstream = base, "upstream unavailable");
             let mut response = (
@@ -90,6 +100,31 @@ async fn forward(State(proxy): State<Proxy>, mut request: Request) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             response
         }
+    }
+}
+
+/// An HTTP/1.1 protocol upgrade request (`Connection: upgrade` plus `Upgrade`).
+fn asks_for_upgrade(request: &Request) -> bool {
+    let connection_upgrade = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade && request.headers().contains_key(header::UPGRADE)
+}
+
+/// Copies bytes both ways between the client's and the upstream's upgraded connections.
+async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(%error, "upgraded connection ended with an error");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "protocol upgrade failed"),
     }
 }
 

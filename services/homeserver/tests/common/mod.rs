@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod sdk;
+pub mod split;
 
 use domain::event::{Change, Digest, UserLimits};
 use domain::secret::BearerToken;

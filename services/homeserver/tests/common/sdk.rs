@@ -117,3 +117,29 @@ pub async fn within<T>(
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
 }
+
+/// A homeserver the SDK scenarios run against: in this process (`homeserver all`'s
+/// composition) or split into processes behind the gateway.
+pub trait Deployment {
+    fn public_key(&self) -> domain::PublicKey;
+    /// `path` on the plain HTTP listener in front of the deployment.
+    fn http_url(&self, path: &str) -> String;
+    /// A fresh signup token, minted as the operator.
+    fn mint_signup_token(&self) -> impl std::future::Future<Output = String>;
+}
+
+impl Deployment for super::TestServer {
+    fn public_key(&self) -> domain::PublicKey {
+        self.server.public_key.clone()
+    }
+
+    fn http_url(&self, path: &str) -> String {
+        self.url(path)
+    }
+
+    async fn mint_signup_token(&self) -> String {
+        write_api::mint_signup_token(&self.server.state, Default::default())
+            .await
+            .expect("mint a signup token")
+    }
+}

@@ -3,64 +3,17 @@
 
 use crate::common;
 
-use std::process::Stdio;
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-/// Starts `homeserver <service>` on an ephemeral port; returns it with its base URL.
-async fn spawn(service: &str, env: &testkit::TestEnv, data: &std::path::Path) -> (Child, String) {
-    spawn_with(service, env, data, &[]).await
-}
-
-async fn spawn_with(
-    service: &str,
-    env: &testkit::TestEnv,
-    data: &std::path::Path,
-    vars: &[(&str, &str)],
-) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_homeserver"))
-        .arg(service)
-        .envs(vars.iter().copied())
-        .env("HOMESERVER_TLS_LISTEN", "127.0.0.1:0")
-        .env("DATABASE_URL", &env.database_url)
-        .env("NATS_URL", &env.nats_url)
-        .env("HOMESERVER_NATS_STREAM", &env.log.stream)
-        .env("HOMESERVER_NATS_SUBJECT_PREFIX", &env.log.subject_prefix)
-        .env("HOMESERVER_DATA_DIR", data)
-        .env("HOMESERVER_HTTP_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn homeserver");
-    if service == "projector" {
-        return (child, String::new());
-    }
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("service starts")
-        .expect("read stdout")
-        .expect("a line");
-    let url = line
-        .split(' ')
-        .find(|word| word.starts_with("http://"))
-        .expect("a URL on the first line")
-        .to_string();
-    (child, url)
-}
+use common::split::spawn;
 
 #[tokio::test]
 async fn reads_from_another_process_see_every_acknowledged_write() {
     let env = testkit::TestEnv::new().await;
     let data = tempfile::tempdir().unwrap();
-    let _projector = spawn("projector", &env, data.path()).await;
-    let (_writer, write_url) = spawn("write-api", &env, data.path()).await;
-    let (_reader, read_url) = spawn("read-api", &env, data.path()).await;
-    let (_events, events_url) = spawn("events", &env, data.path()).await;
-    let (_gateway, gateway_url) = spawn_with(
+    let _projector = spawn("projector", &env, data.path(), &[]).await;
+    let (_writer, write_url) = spawn("write-api", &env, data.path(), &[]).await;
+    let (_reader, read_url) = spawn("read-api", &env, data.path(), &[]).await;
+    let (_events, events_url) = spawn("events", &env, data.path(), &[]).await;
+    let (_gateway, gateway_url) = spawn(
         "gateway",
         &env,
         data.path(),
@@ -110,6 +63,32 @@ async fn reads_from_another_process_see_every_acknowledged_write() {
         .await
         .unwrap();
     assert_eq!(get.text().await.unwrap(), "through the gateway");
+    // A live WebSocket stream through the gateway (an upgraded, spliced connection):
+    // the history event first, then a write made after the handshake.
+    let ws_url = format!(
+        "{}/events-ws?user={owner}&path=/pub/split/&live=true",
+        gateway_url.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("WebSocket handshake through the gateway");
+    let first = next_json(&mut socket).await;
+    assert_eq!(first["path"], "/pub/split/0.txt", "{first}");
+    let put = http
+        .put(format!("{gateway_url}/storage/{owner}/pub/split/live.txt"))
+        .bearer_auth(token.as_str())
+        .body("live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), reqwest::StatusCode::CREATED);
+    let mut live = next_json(&mut socket).await;
+    while live["path"] != "/pub/split/live.txt" {
+        live = next_json(&mut socket).await;
+    }
+    assert_eq!(live["type"], "PUT");
+    socket.close(None).await.ok();
+
     let feed = http
         .get(format!("{gateway_url}/events/"))
         .send()
@@ -134,4 +113,25 @@ async fn reads_from_another_process_see_every_acknowledged_write() {
         .await
         .unwrap();
     assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND);
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON text frame, within 10 s.
+async fn next_json(socket: &mut Ws) -> serde_json::Value {
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
+                    return serde_json::from_str(&text).expect("a JSON frame");
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("WebSocket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a frame within 10 s")
 }
