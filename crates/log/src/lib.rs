@@ -14,6 +14,8 @@
 //!   instead of reporting a duplicate, so an ambiguous outcome is settled by reading the
 //!   subject's last message and comparing message ids, never by guessing.
 
+pub mod counter;
+
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{HeaderMap, header};
 use domain::event::{concurrency_subject, subject_of};
@@ -425,7 +427,7 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> LogError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(e.to_string())
 }
 

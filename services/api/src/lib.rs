@@ -8,6 +8,7 @@
 
 pub mod cors;
 pub mod error;
+pub mod rate_limit;
 pub mod session;
 pub mod state;
 pub mod tenant;

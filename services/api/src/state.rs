@@ -43,6 +43,8 @@ pub struct AppState {
     pub blobs: blobs::BlobStore,
     pub progress: store::Progress,
     pub config: Arc<ServerConfig>,
+    /// Request-count limits; `None` when no rule is configured.
+    pub rate_limits: Option<Arc<crate::rate_limit::RateLimits>>,
     pub(crate) user_locks: Arc<crate::writer::UserLocks>,
 }
 
@@ -60,7 +62,14 @@ impl AppState {
             blobs,
             progress,
             config: Arc::new(config),
+            rate_limits: None,
             user_locks: Arc::default(),
         }
+    }
+
+    /// The same state with request-count limits (see [`crate::rate_limit`]).
+    pub fn with_rate_limits(mut self, limits: crate::rate_limit::RateLimits) -> Self {
+        self.rate_limits = (!limits.is_empty()).then(|| Arc::new(limits));
+        self
     }
 }

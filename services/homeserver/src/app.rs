@@ -27,6 +27,10 @@ pub fn router(state: AppState, fanout: events::Fanout) -> Router {
         .merge(write_api::auth_router())
         .merge(events::router(fanout))
         .fallback(legacy)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::rate_limit::enforce,
+        ))
         .layer(api::cors::layer())
         .with_state(state)
 }

@@ -70,6 +70,9 @@ pub struct Config {
     pub gateway_events: Option<String>,
     /// `pretty` or `json` logs.
     pub log_format: String,
+    /// Request-count limits (429), counted across instances through NATS; see the
+    /// README. The default limits signup token lookups to 10 a minute per IP.
+    pub rate_limits: Vec<api::rate_limit::RateLimitRule>,
 }
 
 impl Default for Config {
@@ -104,6 +107,7 @@ impl Default for Config {
             gateway_read_api: None,
             gateway_events: None,
             log_format: "pretty".into(),
+            rate_limits: vec![api::rate_limit::RateLimitRule::signup_token_lookups()],
         }
     }
 }

@@ -62,13 +62,12 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
     server.default_quota_mb = config.default_quota_mb;
     server.max_body_bytes = config.max_body_bytes;
     server.projection_wait = Duration::from_millis(config.projection_wait_ms);
-    Ok(AppState::new(
-        store,
-        log,
-        blobs,
-        store::Progress::new(),
-        server,
-    ))
+    let rate_limits = api::rate_limit::RateLimits::new(&config.rate_limits, &log)
+        .map_err(|e| anyhow::anyhow!("rate_limits: {e}"))?;
+    Ok(
+        AppState::new(store, log, blobs, store::Progress::new(), server)
+            .with_rate_limits(rate_limits),
+    )
 }
 
 /// Starts every service in this process.

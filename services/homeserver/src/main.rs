@@ -203,6 +203,10 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
     };
     let router = router
         .route("/healthz", axum::routing::get(api::healthz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::rate_limit::enforce,
+        ))
         .layer(api::cors::layer())
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;

@@ -14,5 +14,6 @@ mod foundation;
 mod interop;
 mod listing_model;
 mod private_matrix;
+mod rate_limits;
 mod split;
 mod storage;
