@@ -21,12 +21,17 @@ pub fn router(state: AppState, fanout: events::Fanout) -> Router {
         .route("/", get(read_api::root))
         .route("/info", get(read_api::info))
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::health::readyz))
         .route("/storage", any(missing_owner))
         .route("/storage/", any(missing_owner))
         .route("/storage/{*rest}", storage)
         .merge(write_api::auth_router())
         .merge(events::router(fanout))
         .fallback(legacy)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            api::metrics::track,
+        ))
         .layer(api::cors::layer())
         .with_state(state)
 }

@@ -70,6 +70,10 @@ pub struct Config {
     pub gateway_events: Option<String>,
     /// `pretty` or `json` logs.
     pub log_format: String,
+    /// Listener of `GET /metrics` (Prometheus text), `/healthz` and `/readyz`; unset =
+    /// no metrics listener (as the reference, whose metrics are off by default). Each
+    /// process of a split deployment needs its own address.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -104,6 +108,7 @@ impl Default for Config {
             gateway_read_api: None,
             gateway_events: None,
             log_format: "pretty".into(),
+            metrics_listen: None,
         }
     }
 }
