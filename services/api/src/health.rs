@@ -32,7 +32,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub enum Dependency {
     Postgres(store::Store),
-    Nats(log::EventLog),
+    Nats(Box<log::EventLog>),
     /// Any other probe, e.g. an upstream service of the gateway; `name` is the label.
     Custom {
         name: &'static str,
@@ -106,7 +106,7 @@ impl Health {
             state.metrics.clone(),
             vec![
                 Dependency::Postgres(state.store.clone()),
-                Dependency::Nats(state.log.clone()),
+                Dependency::Nats(Box::new(state.log.clone())),
             ],
         )
         .with_projection(state.log.clone(), state.store.clone())

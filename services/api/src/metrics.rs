@@ -315,10 +315,10 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map_or_else(|| FALLBACK_ROUTE.to_string(), |m| m.as_str().to_string());
     let method = method_label(request.method());
-    if route == "/storage/{*rest}" || route == FALLBACK_ROUTE {
-        if let Some(labels) = storage_labels(request.uri(), request.headers()) {
-            metrics.inner.storage_requests.get_or_create(&labels).inc();
-        }
+    if (route == "/storage/{*rest}" || route == FALLBACK_ROUTE)
+        && let Some(labels) = storage_labels(request.uri(), request.headers())
+    {
+        metrics.inner.storage_requests.get_or_create(&labels).inc();
     }
     let started = Instant::now();
     metrics.inner.http_in_flight.inc();

@@ -278,12 +278,8 @@ async fn stop_requested() {
 
 /// Resolves once `stop` fires (or its sender is gone). The split services fire it after
 /// their client listener drained, so a scrape during the drain still answers.
-fn on_stop(
-    mut stop: tokio::sync::broadcast::Receiver<()>,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stop.recv().await;
-    }
+async fn on_stop(mut stop: tokio::sync::broadcast::Receiver<()>) {
+    let _ = stop.recv().await;
 }
 
 /// Starts the metrics listener when `metrics_listen` is set, and prints its address.
@@ -342,7 +338,7 @@ async fn run_projector(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         vec![
             api::health::Dependency::Postgres(store.clone()),
-            api::health::Dependency::Nats(log.clone()),
+            api::health::Dependency::Nats(Box::new(log.clone())),
         ],
     )
     .with_projection(log.clone(), store.clone());

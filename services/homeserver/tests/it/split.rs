@@ -34,7 +34,9 @@ async fn spawn_with(
         .kill_on_drop(true)
         .spawn()
         .expect("spawn homeserver");
-    if service == "projector" {
+    // The projector has no client listener; it prints a line only for its metrics one.
+    let metrics = vars.iter().any(|(k, _)| *k == "HOMESERVER_METRICS_LISTEN");
+    if service == "projector" && !metrics {
         return (child, String::new());
     }
     let stdout = child.stdout.take().expect("stdout");
@@ -56,7 +58,13 @@ async fn spawn_with(
 async fn reads_from_another_process_see_every_acknowledged_write() {
     let env = testkit::TestEnv::new().await;
     let data = tempfile::tempdir().unwrap();
-    let _projector = spawn("projector", &env, data.path()).await;
+    let (_projector, projector_metrics) = spawn_with(
+        "projector",
+        &env,
+        data.path(),
+        &[("HOMESERVER_METRICS_LISTEN", "127.0.0.1:0")],
+    )
+    .await;
     let (_writer, write_url) = spawn("write-api", &env, data.path()).await;
     let (_reader, read_url) = spawn("read-api", &env, data.path()).await;
     let (_events, events_url) = spawn("events", &env, data.path()).await;
@@ -134,4 +142,40 @@ async fn reads_from_another_process_see_every_acknowledged_write() {
         .await
         .unwrap();
     assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND);
+
+    // Every service, and the gateway (whose readiness is its upstreams'), is ready.
+    for base in [&write_url, &read_url, &events_url, &gateway_url] {
+        let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), reqwest::StatusCode::OK, "{base}");
+        assert_eq!(ready.text().await.unwrap(), "ready\n");
+    }
+    // The projector's metrics listener: every event of this log projected (the
+    // user's two account events, 26 PUTs, one DELETE), nothing left behind.
+    let mut text = String::new();
+    for _ in 0..40 {
+        text = crate::metrics::scrape(&http, projector_metrics_addr(&projector_metrics)).await;
+        if crate::metrics::sample(&text, "events_projected_total", &[]) == Some(29.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        crate::metrics::sample(&text, "events_projected_total", &[]),
+        Some(29.0),
+        "{text}"
+    );
+    assert_eq!(
+        crate::metrics::sample(&text, "projector_lag_events", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(text.contains("service=\"projector\""), "{text}");
+}
+
+/// `http://host:port/metrics` as printed by a process -> its socket address.
+fn projector_metrics_addr(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .expect("a metrics address")
 }
