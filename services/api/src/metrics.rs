@@ -306,24 +306,51 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The middleware (`axum::middleware::from_fn_with_state(metrics, track)`, added with
-/// `Router::layer` so that the matched route is known): counts every request with its
-/// route template and status, and times it until the response head.
+/// The middleware of the API services (`axum::middleware::from_fn_with_state(metrics,
+/// track)`, added with `Router::layer` so that the matched route is known): counts
+/// every request with its route template and status, times it until the response
+/// head, and counts storage requests with the reference's labels.
 pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| FALLBACK_ROUTE.to_string(), |m| m.as_str().to_string());
-    let method = method_label(request.method());
+    let route = route_label(&request);
     if (route == "/storage/{*rest}" || route == FALLBACK_ROUTE)
         && let Some(labels) = storage_labels(request.uri(), request.headers())
     {
         metrics.inner.storage_requests.get_or_create(&labels).inc();
     }
+    timed(metrics, route, request, next).await
+}
+
+/// [`track`] without the storage count: for the gateway, whose every request is a
+/// fallback (forwarded) and which would count storage requests twice.
+pub async fn track_http(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = route_label(&request);
+    timed(metrics, route, request, next).await
+}
+
+fn route_label(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| FALLBACK_ROUTE.to_string(), |m| m.as_str().to_string())
+}
+
+/// Decrements `http_requests_in_flight` even when the request is dropped (the client
+/// went away).
+struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn timed(metrics: Metrics, route: String, request: Request, next: Next) -> Response {
+    let method = method_label(request.method());
     let started = Instant::now();
     metrics.inner.http_in_flight.inc();
+    let in_flight = InFlight(metrics.inner.http_in_flight.clone());
     let response = next.run(request).await;
-    metrics.inner.http_in_flight.dec();
+    drop(in_flight);
     let elapsed = started.elapsed().as_secs_f64();
     metrics
         .inner

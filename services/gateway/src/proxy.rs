@@ -52,7 +52,7 @@ pub fn router(upstreams: Upstreams, health: Health) -> Router {
         .with_state(proxy)
         .layer(axum::middleware::from_fn_with_state(
             metrics,
-            api::metrics::track,
+            api::metrics::track_http,
         ))
 }
 
