@@ -340,6 +340,26 @@ impl EventLog {
         Ok(EventSeq(info.state.last_sequence))
     }
 
+    /// The event at `seq` (a direct get: the stream allows them), e.g. to tell how old
+    /// the oldest unprojected event is.
+    pub async fn event_at(&self, seq: EventSeq) -> Result<LoggedEvent, LogError> {
+        let stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(unavailable)?;
+        let message = stream.direct_get(seq.0).await.map_err(unavailable)?;
+        let event = Event::from_json(&message.payload).map_err(|e| LogError::Undecodable {
+            seq: seq.0,
+            reason: e.to_string(),
+        })?;
+        Ok(LoggedEvent {
+            seq,
+            subject: message.subject.to_string(),
+            event,
+        })
+    }
+
     /// Reads the log in order starting at `from` (inclusive), optionally restricted to
     /// the subjects matching `filter`, and keeps following it as it grows. Backed by an
     /// ordered consumer, which recreates itself on gaps, so nothing is skipped.

@@ -57,6 +57,17 @@ impl Store {
     /// on the DHT would make re-enabling pointless. One column, no paging: even a million
     /// keys are ~53 MB of z-base-32 once an hour, far below the cost of the DHT work the
     /// republisher then does for each of them.
+    /// Bytes counted against all users' quotas together (each user's `used_bytes`: file
+    /// sizes plus the per-entry overhead; a blob shared by two files counts twice): the
+    /// `storage_used_bytes` gauge.
+    pub async fn total_used_bytes(&self) -> Result<u64> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(used_bytes), 0)::BIGINT FROM users")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
     pub async fn user_keys(&self) -> Result<Vec<PublicKey>> {
         let rows: Vec<String> = sqlx::query_scalar("SELECT pubkey FROM users ORDER BY pubkey")
             .fetch_all(&self.pool)

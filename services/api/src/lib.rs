@@ -8,6 +8,8 @@
 
 pub mod cors;
 pub mod error;
+pub mod health;
+pub mod metrics;
 pub mod rate_limit;
 pub mod session;
 pub mod state;
@@ -32,8 +34,8 @@ pub fn now_secs() -> u64 {
     now_micros() / 1_000_000
 }
 
-/// Liveness: the process answers. (Readiness, which also checks the dependencies, is
-/// not served yet.)
+/// Liveness: the process answers. Readiness, which also probes the dependencies, is
+/// [`health::readyz`].
 pub async fn healthz() -> &'static str {
     "ok"
 }

@@ -45,6 +45,13 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Request-count limits; `None` when no rule is configured.
     pub rate_limits: Option<Arc<crate::rate_limit::RateLimits>>,
+    /// This process's metrics (see [`crate::metrics`]).
+    pub metrics: crate::metrics::Metrics,
+    /// What `/readyz` probes; Postgres and NATS unless the service says otherwise.
+    pub health: crate::health::Health,
+    /// Cancelled when the process begins to shut down: live event streams then end
+    /// with a frame that gives their resume cursor, so draining does not wait for them.
+    pub shutdown: tokio_util::sync::CancellationToken,
     pub(crate) user_locks: Arc<crate::writer::UserLocks>,
 }
 
@@ -56,15 +63,30 @@ impl AppState {
         progress: store::Progress,
         config: ServerConfig,
     ) -> Self {
-        AppState {
+        let metrics = crate::metrics::Metrics::new("all");
+        let health = crate::health::Health::new(metrics.clone(), Vec::new());
+        let mut state = AppState {
             store,
             log,
             blobs,
             progress,
             config: Arc::new(config),
             rate_limits: None,
+            metrics,
+            health,
+            shutdown: tokio_util::sync::CancellationToken::new(),
             user_locks: Arc::default(),
-        }
+        };
+        state.health = crate::health::Health::of_state(&state);
+        state
+    }
+
+    /// Names this process's role in the `service` label of its metrics (`all` by
+    /// default); its readiness probes Postgres and NATS.
+    pub fn for_service(mut self, service: &'static str) -> Self {
+        self.metrics = crate::metrics::Metrics::new(service);
+        self.health = crate::health::Health::of_state(&self);
+        self
     }
 
     /// The same state with request-count limits (see [`crate::rate_limit`]).

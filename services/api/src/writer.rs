@@ -58,8 +58,12 @@ impl AppState {
         event: &Event,
         expected: Expected,
     ) -> Result<Committed, CommitError> {
+        self.require_log()?;
         let seq = match self.log.append(event, expected).await {
-            Ok(seq) => seq,
+            Ok(seq) => {
+                self.metrics.event_appended(event);
+                seq
+            }
             Err(AppendError::Conflict { current }) => {
                 // Let the projection catch up with whatever won, so the retry reads it.
                 if let Some(current) = current {
@@ -80,6 +84,20 @@ impl AppState {
             tracing::warn!(seq = seq.0, "event appended but not yet projected");
         }
         Ok(Committed { seq, visible })
+    }
+}
+
+impl AppState {
+    /// 503 at once while the connection to NATS is down. Without this a write would
+    /// wait for its publish acknowledgement to time out (seconds, three times) before
+    /// answering the same 503; writes also call it before reading an upload, so an
+    /// outage does not leave a stored blob behind.
+    pub fn require_log(&self) -> Result<(), ApiError> {
+        if self.log.is_connected() {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable("not connected to NATS".into()))
+        }
     }
 }
 

@@ -79,6 +79,8 @@ pub struct Engine {
     live: Option<broadcast::Receiver<Arc<FileEvent>>>,
     /// Present for private streams.
     guard: Option<Guard>,
+    /// The last event handed out: a complete resume point, since output is in order.
+    last_sent: Option<domain::EventSeq>,
 }
 
 impl Engine {
@@ -110,7 +112,14 @@ impl Engine {
             phase: Phase::History,
             live,
             guard,
+            last_sent: None,
         }
+    }
+
+    /// The sequence of the last event handed out, if any: what a client resumes from
+    /// (`Last-Event-ID`, or `user=<key>:<cursor>`).
+    pub fn last_sent(&self) -> Option<domain::EventSeq> {
+        self.last_sent
     }
 
     /// The next event to send, or why the stream ends.
@@ -198,6 +207,7 @@ impl Engine {
     }
 
     fn sent(&mut self, event: &FileEvent) {
+        self.last_sent = Some(event.seq);
         for user in self.users.iter_mut().filter(|u| u.owner == event.owner) {
             user.cursor = Some(event.seq);
         }

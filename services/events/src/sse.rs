@@ -5,11 +5,16 @@
 //! `no-cache`). The response head goes out as soon as the handler returns: hyper
 //! flushes it when the body first has nothing ready, so the SDK's `subscribe()` returns
 //! before the first event.
+//!
+//! On shutdown (`AppState::shutdown`) every stream ends with [`shutdown_frame`], which
+//! gives its resume cursor, so the server's drain does not wait for streams that would
+//! otherwise never end.
 
 use crate::engine::{End, Engine};
 use crate::fanout::Fanout;
 use crate::open::{Opened, open};
 use crate::render::{KEEP_ALIVE, sse_frame};
+use api::metrics::StreamGuard;
 use api::{ApiError, AppState};
 use axum::Extension;
 use axum::body::Body;
@@ -17,9 +22,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use domain::EventSeq;
 use futures::Stream;
 use std::convert::Infallible;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Idle time after which a keep-alive comment is sent.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
@@ -32,7 +39,14 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let body = match open(&state, &fanout, &uri, &headers).await? {
         Opened::Empty => Body::empty(),
-        Opened::Stream(engine) => Body::from_stream(frames(engine, KEEP_ALIVE_INTERVAL)),
+        Opened::Stream(engine) => {
+            let open = OpenStream {
+                engine,
+                shutdown: state.shutdown.clone(),
+                _counted: state.metrics.stream_opened("sse"),
+            };
+            Body::from_stream(frames(open, KEEP_ALIVE_INTERVAL))
+        }
     };
     let mut response = body.into_response();
     let h = response.headers_mut();
@@ -48,29 +62,61 @@ pub async fn get(
     Ok(response)
 }
 
+/// One open stream: its engine, the process's shutdown signal, and its count in
+/// `event_stream_active_connections` (released when the body is dropped).
+pub struct OpenStream {
+    pub engine: Box<Engine>,
+    pub shutdown: CancellationToken,
+    pub _counted: StreamGuard,
+}
+
 enum Step {
     Event(Result<crate::fanout::FileEvent, End>),
     KeepAlive,
+    ShuttingDown,
 }
 
-/// The SSE byte stream of one subscription; ends when the engine ends.
+/// The SSE byte stream of one subscription; ends when the engine ends, or with
+/// [`shutdown_frame`] when the server shuts down.
 pub fn frames(
-    engine: Box<Engine>,
+    open: OpenStream,
     keep_alive: Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    futures::stream::unfold(Some(engine), move |engine| async move {
-        let mut engine = engine?;
+    futures::stream::unfold(Some(open), move |open| async move {
+        let mut open = open?;
         let step = tokio::select! {
-            next = engine.next() => Step::Event(next),
+            biased;
+            () = open.shutdown.cancelled() => Step::ShuttingDown,
+            next = open.engine.next() => Step::Event(next),
             _ = tokio::time::sleep(keep_alive) => Step::KeepAlive,
         };
         match step {
-            Step::Event(Ok(event)) => Some((Ok(sse_frame(&event)), Some(engine))),
+            Step::Event(Ok(event)) => Some((Ok(sse_frame(&event)), Some(open))),
             Step::Event(Err(end)) => {
                 tracing::debug!(?end, "event stream ended");
                 None
             }
-            Step::KeepAlive => Some((Ok(Bytes::from_static(KEEP_ALIVE)), Some(engine))),
+            Step::KeepAlive => Some((Ok(Bytes::from_static(KEEP_ALIVE)), Some(open))),
+            // The last item: the stream ends after it (`None` state).
+            Step::ShuttingDown => Some((Ok(shutdown_frame(open.engine.last_sent())), None)),
         }
+    })
+}
+
+/// The frame that ends a stream when the server shuts down. It dispatches no event
+/// (a comment, `retry:` and `id:` only), so clients that do not know it skip it, while
+/// `EventSource` records the `id` and reconnects after `retry` ms with it as
+/// `Last-Event-ID`, which resumes exactly after the last event sent. A stream that sent
+/// nothing yet has no `id`: the client resumes with its original request.
+pub fn shutdown_frame(last_sent: Option<EventSeq>) -> Bytes {
+    let retry_ms = api::error::RETRY_AFTER_SECS * 1000;
+    Bytes::from(match last_sent {
+        Some(seq) => format!(
+            ": server shutting down; resume with Last-Event-ID: {seq}\nretry: {retry_ms}\nid: {seq}\n\n",
+            seq = seq.0
+        ),
+        None => format!(
+            ": server shutting down; reconnect with the same request\nretry: {retry_ms}\n\n"
+        ),
     })
 }

@@ -4,7 +4,8 @@
 //! A client resumes with `user=<z32>:<cursor>` (the last `cursor` it received).
 //! Slow clients: the writer awaits each send, so a client that does not read stops
 //! its own engine, falls behind the fan-out ring and is closed with 1013 ("try again
-//! later"); others are unaffected.
+//! later"); others are unaffected. On server shutdown a stream is closed with 1012
+//! (service restart) and a reason that names the cursor to resume from.
 
 use crate::engine::End;
 use crate::fanout::Fanout;
@@ -19,6 +20,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -35,7 +37,12 @@ pub async fn get(
         Ok(upgrade) => upgrade,
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    Ok(upgrade.on_upgrade(move |socket| run(socket, opened)))
+    let shutdown = state.shutdown.clone();
+    let metrics = state.metrics.clone();
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let _counted = metrics.stream_opened("ws");
+        run(socket, opened, shutdown).await
+    }))
 }
 
 enum Step {
@@ -43,9 +50,10 @@ enum Step {
     ClientGone,
     Ignore,
     Ping,
+    ShuttingDown,
 }
 
-async fn run(socket: WebSocket, opened: Opened) {
+async fn run(socket: WebSocket, opened: Opened, shutdown: CancellationToken) {
     let (mut sink, mut incoming) = socket.split();
     let mut engine = match opened {
         Opened::Stream(engine) => engine,
@@ -58,6 +66,8 @@ async fn run(socket: WebSocket, opened: Opened) {
     ping.reset();
     loop {
         let step = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Step::ShuttingDown,
             next = engine.next() => Step::Event(next),
             message = incoming.next() => match message {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Step::ClientGone,
@@ -79,6 +89,10 @@ async fn run(socket: WebSocket, opened: Opened) {
                 let _ = sink.send(close(end)).await;
                 return;
             }
+            Step::ShuttingDown => {
+                let _ = sink.send(restart(engine.last_sent())).await;
+                return;
+            }
             Step::ClientGone => return,
             Step::Ignore => {}
             Step::Ping => {
@@ -88,6 +102,19 @@ async fn run(socket: WebSocket, opened: Opened) {
             }
         }
     }
+}
+
+/// The close frame of a server shutdown: 1012 (service restart) and, when something was
+/// sent, the cursor to resume from (`user=<key>:<cursor>`).
+fn restart(last_sent: Option<domain::EventSeq>) -> Message {
+    let reason = match last_sent {
+        Some(seq) => format!("server restarting: resume from cursor {}", seq.0),
+        None => "server restarting: reconnect".to_string(),
+    };
+    Message::Close(Some(CloseFrame {
+        code: close_code::RESTART,
+        reason: reason.into(),
+    }))
 }
 
 fn close(end: End) -> Message {

@@ -10,6 +10,7 @@
 //! events service, and once both sides switched protocols the gateway copies bytes
 //! between the two upgraded connections until either closes.
 
+use api::health::{Dependency, Health};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -34,16 +35,70 @@ struct Proxy {
     client: Client<HttpConnector, Body>,
 }
 
-/// A router that forwards every request to its service.
-pub fn router(upstreams: Upstreams) -> Router {
+/// A router that forwards every request to its service. `/healthz` and `/readyz` are
+/// the gateway's own; `health` is normally [`health`] of the same upstreams.
+pub fn router(upstreams: Upstreams, health: Health) -> Router {
     let proxy = Proxy {
         upstreams: Arc::new(upstreams),
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        client: client(),
     };
+    let metrics = health.metrics().clone();
     Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/healthz", axum::routing::get(api::healthz))
+        .route(
+            "/readyz",
+            axum::routing::get(move || async move { health.readiness().await }),
+        )
         .fallback(forward)
         .with_state(proxy)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            api::metrics::track_http,
+        ))
+}
+
+fn client() -> Client<HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+type Probe = std::pin::Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// The gateway's readiness: each upstream service answers its own `/readyz` with 200
+/// (so the gateway is ready only when the services behind it are).
+pub fn health(upstreams: &Upstreams, metrics: api::metrics::Metrics) -> Health {
+    let client = client();
+    let probe = |name: &'static str, base: &str| {
+        let client = client.clone();
+        let url = format!("{base}/readyz");
+        Dependency::Custom {
+            name,
+            probe: Arc::new(move || -> Probe {
+                let client = client.clone();
+                let url = url.clone();
+                Box::pin(async move {
+                    let Ok(uri) = url.parse::<Uri>() else {
+                        return false;
+                    };
+                    let request = axum::http::Request::builder().uri(uri).body(Body::empty());
+                    match request {
+                        Ok(request) => client
+                            .request(request)
+                            .await
+                            .is_ok_and(|r| r.status() == StatusCode::OK),
+                        Err(_) => false,
+                    }
+                })
+            }),
+        }
+    };
+    Health::new(
+        metrics,
+        vec![
+            probe("write-api", &upstreams.write_api),
+            probe("read-api", &upstreams.read_api),
+            probe("events", &upstreams.events),
+        ],
+    )
 }
 
 /// Which service owns a request.

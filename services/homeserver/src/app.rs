@@ -21,6 +21,7 @@ pub fn router(state: AppState, fanout: events::Fanout) -> Router {
         .route("/", get(read_api::root))
         .route("/info", get(read_api::info))
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::health::readyz))
         .route("/storage", any(missing_owner))
         .route("/storage/", any(missing_owner))
         .route("/storage/{*rest}", storage)
@@ -30,6 +31,10 @@ pub fn router(state: AppState, fanout: events::Fanout) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::rate_limit::enforce,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            api::metrics::track,
         ))
         .layer(api::cors::layer())
         .with_state(state)

@@ -73,6 +73,10 @@ pub struct Config {
     /// Request-count limits (429), counted across instances through NATS; see the
     /// README. The default limits signup token lookups to 10 a minute per IP.
     pub rate_limits: Vec<api::rate_limit::RateLimitRule>,
+    /// Listener of `GET /metrics` (Prometheus text), `/healthz` and `/readyz`; unset =
+    /// no metrics listener (as the reference, whose metrics are off by default). Each
+    /// process of a split deployment needs its own address.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             gateway_events: None,
             log_format: "pretty".into(),
             rate_limits: vec![api::rate_limit::RateLimitRule::signup_token_lookups()],
+            metrics_listen: None,
         }
     }
 }

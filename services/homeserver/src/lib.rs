@@ -26,16 +26,33 @@ pub struct Homeserver {
     pub http_addr: SocketAddr,
     /// The Pubky TLS listener (raw public key TLS with the homeserver key).
     pub tls_addr: SocketAddr,
+    /// The metrics listener, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub public_key: domain::PublicKey,
     pub state: AppState,
+    /// Stops the client listeners.
     shutdown: watch::Sender<bool>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// Stops the rest (projector, republisher, metrics listener) once they drained.
+    background_stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// How long `Homeserver::shutdown` waits for the listeners to drain: their own grace
+/// period (`TlsServeOptions::shutdown_grace`, 30 s) and a little more.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(35);
+
 impl Homeserver {
-    /// Stops accepting, lets in-flight requests finish, stops the projector.
+    /// Graceful shutdown: stops accepting, ends live event streams with their resume
+    /// cursor, lets in-flight requests finish (bounded), and only then stops the
+    /// projector, which in-flight writes wait for.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.state.shutdown.cancel();
+        for task in self.listeners {
+            let _ = tokio::time::timeout(DRAIN_DEADLINE, task).await;
+        }
+        let _ = self.background_stop.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
@@ -74,15 +91,31 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
 pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Result<Homeserver> {
     let state = connect(config, keypair).await?;
     let (shutdown, rx) = watch::channel(false);
+    let (background_stop, background) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut listeners = Vec::new();
 
     tasks.push(tokio::spawn(projector::run(
         state.log.clone(),
         state.store.clone(),
         state.progress.clone(),
-        projector::ProjectorConfig::default(),
-        shutdown_signal(&rx),
+        projector::ProjectorConfig {
+            projected: state.metrics.events_projected(),
+            ..Default::default()
+        },
+        shutdown_signal(&background),
     )));
+    let metrics_addr = match config.metrics_listen {
+        Some(addr) => {
+            let (addr, task) =
+                api::health::serve(addr, state.health.clone(), shutdown_signal(&background))
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (metrics)"))?;
+            tasks.push(task);
+            Some(addr)
+        }
+        None => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -98,14 +131,14 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
     let router = app::router(state.clone(), fanout);
     let stop = shutdown_signal(&rx);
     let plain_router = router.clone();
-    tasks.push(tokio::spawn(async move {
+    listeners.push(tokio::spawn(async move {
         if let Err(e) = gateway::serve_plain(listener, plain_router, stop).await {
             tracing::error!(error = %e, "HTTP listener failed");
         }
     }));
     let stop = shutdown_signal(&rx);
     let tls_keypair = keypair.clone();
-    tasks.push(tokio::spawn(async move {
+    listeners.push(tokio::spawn(async move {
         if let Err(e) = gateway::serve_pubky_tls(tls_listener, &tls_keypair, router, stop).await {
             tracing::error!(error = %e, "Pubky TLS listener failed");
         }
@@ -118,7 +151,7 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
                 spec,
                 schedule,
                 state.store.clone(),
-                shutdown_signal(&rx),
+                shutdown_signal(&background),
             ));
         } else {
             tracing::warn!(
@@ -130,9 +163,12 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
     Ok(Homeserver {
         http_addr,
         tls_addr,
+        metrics_addr,
         public_key: keypair.public_key(),
         state,
         shutdown,
+        listeners,
+        background_stop,
         tasks,
     })
 }

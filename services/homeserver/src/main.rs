@@ -137,8 +137,11 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
     println!("Pubky homeserver {}", keypair.public_key().to_z32());
     println!("  Pubky TLS:  https://{} (raw public key)", server.tls_addr);
     println!("  plain HTTP: http://{}", server.http_addr);
+    if let Some(addr) = server.metrics_addr {
+        println!("  metrics:    http://{addr}/metrics");
+    }
     print_sdk_snippet(&config, &keypair.public_key().to_z32());
-    tokio::signal::ctrl_c().await?;
+    stop_requested().await;
     println!("shutting down");
     server.shutdown().await;
     Ok(())
@@ -151,17 +154,20 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
             format!("the gateway needs HOMESERVER_GATEWAY_{name} (http://host:port)")
         })
     };
-    let router = gateway::proxy::router(gateway::proxy::Upstreams {
+    let upstreams = gateway::proxy::Upstreams {
         write_api: upstream("WRITE_API", &config.gateway_write_api)?,
         read_api: upstream("READ_API", &config.gateway_read_api)?,
         events: upstream("EVENTS", &config.gateway_events)?,
-    });
+    };
+    let health = gateway::proxy::health(&upstreams, api::metrics::Metrics::new("gateway"));
+    let router = gateway::proxy::router(upstreams, health.clone());
     let plain = tokio::net::TcpListener::bind(config.http_listen).await?;
     let tls = tokio::net::TcpListener::bind(config.tls_listen).await?;
     let (http_addr, tls_addr) = (plain.local_addr()?, tls.local_addr()?);
     homeserver::publish_identity(&config, &keypair, http_addr, tls_addr).await?;
     println!("Gateway listening on http://{http_addr} and https://{tls_addr} (Pubky TLS)");
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    serve_metrics(&config, health, on_stop(stop.subscribe())).await?;
     let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
         let mut rx = stop.subscribe();
         async move {
@@ -171,7 +177,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
     let plain_server = gateway::serve_plain(plain, router.clone(), stopped(&stop));
     let tls_server = gateway::serve_pubky_tls(tls, &keypair, router, stopped(&stop));
     let signal = async {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_requested().await;
         let _ = stop.send(());
     };
     let (plain_result, tls_result, ()) = tokio::join!(plain_server, tls_server, signal);
@@ -187,11 +193,32 @@ enum Service {
     Events,
 }
 
+impl Service {
+    /// The `service` label of the process's metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Service::WriteApi => "write-api",
+            Service::ReadApi => "read-api",
+            Service::Events => "events",
+        }
+    }
+}
+
 /// One service of the split deployment: its own router on the plain HTTP listener,
 /// following the projector of another process through Postgres `LISTEN`.
 async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
     let keypair = identity(&config)?;
     let state = homeserver::connect(&config, &keypair).await?;
+    let mut state = state.for_service(service.label());
+    if let Service::ReadApi = service {
+        // Reads need Postgres (and the blob store) only: a NATS outage must not take
+        // the read path out of rotation.
+        state.health = api::health::Health::new(
+            state.metrics.clone(),
+            vec![api::health::Dependency::Postgres(state.store.clone())],
+        )
+        .with_projection(state.log.clone(), state.store.clone());
+    }
     let _follow = state.progress.follow(&state.store).await?;
     let router = match service {
         Service::WriteApi => write_api::router(),
@@ -203,18 +230,74 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
     };
     let router = router
         .route("/healthz", axum::routing::get(api::healthz))
+        .route("/readyz", axum::routing::get(api::health::readyz))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::rate_limit::enforce,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            api::metrics::track,
+        ))
         .layer(api::cors::layer())
-        .with_state(state);
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     println!("{service:?} listening on http://{}", listener.local_addr()?);
-    gateway::serve_plain(listener, router, async {
-        let _ = tokio::signal::ctrl_c().await;
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    serve_metrics(&config, state.health.clone(), on_stop(stop.subscribe())).await?;
+    let streams = state.shutdown.clone();
+    let served = gateway::serve_plain(listener, router, async move {
+        stop_requested().await;
+        // Live streams end with their resume cursor; the listener drains the rest.
+        streams.cancel();
     })
-    .await?;
+    .await;
+    let _ = stop.send(());
+    served?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what orchestrators send before killing a process).
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Resolves once `stop` fires (or its sender is gone). The split services fire it after
+/// their client listener drained, so a scrape during the drain still answers.
+async fn on_stop(mut stop: tokio::sync::broadcast::Receiver<()>) {
+    let _ = stop.recv().await;
+}
+
+/// Starts the metrics listener when `metrics_listen` is set, and prints its address.
+async fn serve_metrics(
+    config: &Config,
+    health: api::health::Health,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_listen {
+        let (addr, _task) = api::health::serve(addr, health, stop)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (metrics)"))?;
+        println!("metrics on http://{addr}/metrics");
+    }
     Ok(())
 }
 
@@ -242,9 +325,8 @@ async fn run_republisher(config: Config) -> anyhow::Result<()> {
         "republishing {} and its users",
         keypair.public_key().to_z32()
     );
-    let tasks = homeserver::spawn_republisher(publisher, keypair, spec, schedule, store, async {
-        let _ = tokio::signal::ctrl_c().await;
-    });
+    let tasks =
+        homeserver::spawn_republisher(publisher, keypair, spec, schedule, store, stop_requested());
     for task in tasks {
         task.await?;
     }
@@ -255,16 +337,29 @@ async fn run_projector(config: Config) -> anyhow::Result<()> {
     let store = store::Store::connect(&config.database_url, 4).await?;
     store.migrate().await?;
     let log = log::EventLog::connect(config.log_config()).await?;
+    let metrics = api::metrics::Metrics::new("projector");
+    let health = api::health::Health::new(
+        metrics.clone(),
+        vec![
+            api::health::Dependency::Postgres(store.clone()),
+            api::health::Dependency::Nats(Box::new(log.clone())),
+        ],
+    )
+    .with_projection(log.clone(), store.clone());
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    serve_metrics(&config, health, on_stop(stop.subscribe())).await?;
     projector::run(
         log,
         store,
         store::Progress::new(),
-        projector::ProjectorConfig::default(),
-        async {
-            let _ = tokio::signal::ctrl_c().await;
+        projector::ProjectorConfig {
+            projected: metrics.events_projected(),
+            ..Default::default()
         },
+        stop_requested(),
     )
     .await;
+    let _ = stop.send(());
     Ok(())
 }
 

@@ -25,6 +25,9 @@ pub struct ProjectorConfig {
     pub name: String,
     pub batch_max: usize,
     pub linger: Duration,
+    /// Incremented by the size of each committed batch: `events_projected_total` when
+    /// the caller registered it (`api::metrics::Metrics::events_projected`).
+    pub projected: prometheus_client::metrics::counter::Counter,
 }
 
 impl Default for ProjectorConfig {
@@ -33,6 +36,7 @@ impl Default for ProjectorConfig {
             name: "main".into(),
             batch_max: 500,
             linger: Duration::from_millis(1),
+            projected: Default::default(),
         }
     }
 }
@@ -133,6 +137,7 @@ pub(crate) async fn apply_until(
         }
         let count = batch.len() as u64;
         applied = store.apply_batch(&config.name, &batch).await?;
+        config.projected.inc_by(count);
         batch.clear();
         progress.advance(applied);
         if let Some((end, on_batch)) = until {

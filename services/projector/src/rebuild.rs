@@ -59,6 +59,7 @@ pub async fn rebuild(
         name: "rebuild".into(),
         batch_max: 2000,
         linger: std::time::Duration::from_millis(5),
+        ..ProjectorConfig::default()
     };
     let bar = if show_progress {
         ProgressBar::new(0)

@@ -79,7 +79,12 @@ pub async fn serve(
         return Ok((status, response_headers).into_response());
     }
     let body = match state.blobs.get(&hash, range).await {
-        Ok(stream) => Body::from_stream(stream),
+        Ok(stream) => {
+            // Counted when the body starts; a client that hangs up early is counted
+            // in full (the metric is what was served, not what arrived).
+            state.metrics.blob_read(length);
+            Body::from_stream(stream)
+        }
         // Projected but not in the blob store: data loss, not a client error.
         Err(BlobError::NotFound) => {
             return Err(ApiError::Unavailable(format!(

@@ -187,6 +187,8 @@ async fn put(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
+    // Refuse before storing the body when the log cannot take the event anyway.
+    state.require_log()?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let stored = match state.blobs.put_stream(stream, limit, path).await {
         Ok(stored) => stored,
@@ -200,6 +202,7 @@ async fn put(
         Err(PutError::Body(_)) => return Err(ApiError::bad_request("Stream broken")),
         Err(e) => return Err(ApiError::Unavailable(e.to_string())),
     };
+    state.metrics.blob_written(stored.size);
 
     let _queue = state.lock_user(&target.owner).await;
     let request_id = uuid::Uuid::now_v7().to_string();

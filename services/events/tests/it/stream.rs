@@ -421,3 +421,36 @@ async fn next_json(socket: &mut Ws) -> Result<serde_json::Value, tokio::time::er
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_websockets_with_1012_and_the_resume_cursor() {
+    let env = Env::start().await;
+    let alice = key(1).public_key();
+    env.signup(&alice).await; // 1
+    env.put(&alice, "/pub/a").await; // 2
+    env.settle().await;
+    let a = alice.to_z32();
+    let url = format!("ws://{}/events-ws?user={a}&live=true", env.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    let first = next_json(&mut socket).await.expect("history event");
+    assert_eq!(first["cursor"].as_u64(), Some(2));
+
+    env.state.shutdown.cancel();
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed on shutdown")
+    .expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1012);
+    assert_eq!(
+        close.reason.as_str(),
+        "server restarting: resume from cursor 2"
+    );
+}

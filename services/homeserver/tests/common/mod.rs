@@ -67,6 +67,31 @@ impl TestUser {
 }
 
 impl TestServer {
+    /// Graceful shutdown, then a new homeserver on the same database, log, key and data
+    /// directory (on new ports): a restart.
+    pub async fn restart(self) -> TestServer {
+        let TestServer {
+            server,
+            env,
+            config,
+            keypair,
+            http,
+            _data,
+        } = self;
+        server.shutdown().await;
+        let server = homeserver::start_all(&config, &keypair)
+            .await
+            .expect("homeserver restarts");
+        TestServer {
+            server,
+            env,
+            config,
+            keypair,
+            http,
+            _data,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.server.http_addr, path)
     }

@@ -33,7 +33,9 @@ pub async fn spawn(
         .kill_on_drop(true)
         .spawn()
         .expect("spawn homeserver");
-    if service == "projector" {
+    // The projector has no client listener; it prints a line only for its metrics one.
+    let metrics = vars.iter().any(|(k, _)| *k == "HOMESERVER_METRICS_LISTEN");
+    if service == "projector" && !metrics {
         return (child, String::new());
     }
     let stdout = child.stdout.take().expect("stdout");

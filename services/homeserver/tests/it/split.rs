@@ -4,12 +4,19 @@
 use crate::common;
 
 use common::split::spawn;
+use std::time::Duration;
 
 #[tokio::test]
 async fn reads_from_another_process_see_every_acknowledged_write() {
     let env = testkit::TestEnv::new().await;
     let data = tempfile::tempdir().unwrap();
-    let _projector = spawn("projector", &env, data.path(), &[]).await;
+    let (_projector, projector_metrics) = spawn(
+        "projector",
+        &env,
+        data.path(),
+        &[("HOMESERVER_METRICS_LISTEN", "127.0.0.1:0")],
+    )
+    .await;
     let (_writer, write_url) = spawn("write-api", &env, data.path(), &[]).await;
     let (_reader, read_url) = spawn("read-api", &env, data.path(), &[]).await;
     let (_events, events_url) = spawn("events", &env, data.path(), &[]).await;
@@ -113,6 +120,117 @@ async fn reads_from_another_process_see_every_acknowledged_write() {
         .await
         .unwrap();
     assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND);
+
+    // Every service, and the gateway (whose readiness is its upstreams'), is ready.
+    for base in [&write_url, &read_url, &events_url, &gateway_url] {
+        let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), reqwest::StatusCode::OK, "{base}");
+        assert_eq!(ready.text().await.unwrap(), "ready\n");
+    }
+    // The projector's metrics listener: every event of this log projected (the
+    // user's two account events, 27 PUTs, one DELETE), nothing left behind.
+    let mut text = String::new();
+    for _ in 0..40 {
+        text = crate::metrics::scrape(&http, projector_metrics_addr(&projector_metrics)).await;
+        if crate::metrics::sample(&text, "events_projected_total", &[]) == Some(30.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        crate::metrics::sample(&text, "events_projected_total", &[]),
+        Some(30.0),
+        "{text}"
+    );
+    assert_eq!(
+        crate::metrics::sample(&text, "projector_lag_events", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(text.contains("service=\"projector\""), "{text}");
+
+    // The gateway is ready only while the services behind it are.
+    drop(_reader);
+    let mut answer = None;
+    for _ in 0..40 {
+        let ready = http
+            .get(format!("{gateway_url}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        if ready.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            answer = Some(ready.text().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(answer.as_deref(), Some("not ready: read-api unavailable\n"));
+}
+
+#[tokio::test]
+async fn a_split_service_ends_its_streams_with_their_cursor_and_exits_on_sigterm() {
+    let env = testkit::TestEnv::new().await;
+    let data = tempfile::tempdir().unwrap();
+    let _projector = spawn("projector", &env, data.path(), &[]).await;
+    let (_writer, write_url) = spawn("write-api", &env, data.path(), &[]).await;
+    let (mut events, events_url) = spawn("events", &env, data.path(), &[]).await;
+    let (user, token) = common::user_via_log(&env).await;
+    let owner = user.public_key().to_z32();
+    let http = reqwest::Client::new();
+    let put = http
+        .put(format!("{write_url}/storage/{owner}/pub/term.txt"))
+        .bearer_auth(token.as_str())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), reqwest::StatusCode::CREATED);
+    let mut stream = http
+        .get(format!("{events_url}/events-stream?user={owner}&live=true"))
+        .send()
+        .await
+        .unwrap();
+    let mut received = String::new();
+    for _ in 0..20 {
+        if received.contains("\n\n") {
+            break;
+        }
+        let chunk = stream.chunk().await.unwrap().expect("a frame");
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let id = received
+        .lines()
+        .find_map(|line| line.strip_prefix("id: "))
+        .expect("an id line")
+        .to_string();
+
+    let pid = events.id().expect("a pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut rest = String::new();
+    while let Some(chunk) = stream.chunk().await.expect("the stream ends cleanly") {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        rest.ends_with(&format!("retry: 2000\nid: {id}\n\n")),
+        "{rest:?}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(60), events.wait())
+        .await
+        .expect("the service exits after draining")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// `http://host:port/metrics` as printed by a process -> its socket address.
+fn projector_metrics_addr(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .expect("a metrics address")
 }
 
 type Ws =
