@@ -39,7 +39,7 @@ mod render;
 mod sse;
 mod ws;
 
-pub use engine::End;
+pub use engine::{End, Followed};
 pub use fanout::{CAPACITY, Fanout, FileEvent, Op, Revocation, Subscription};
 pub use params::MAX_USERS;
 pub use render::{content_hash_base64, rfc3339, sse_frame, ws_json};
@@ -56,5 +56,14 @@ pub fn router(fanout: Fanout) -> Router<AppState> {
         .route("/events/", get(feed::get))
         .route("/events-stream", get(sse::get))
         .route("/events-ws", get(ws::get))
+        .layer(Extension(fanout))
+}
+
+/// The operator's stream, `GET /events-stream` over every user including `/priv/`
+/// paths, for the admin API's router. It has no authorization of its own: whoever
+/// mounts it must put it behind the operator's credentials.
+pub fn operator_router(fanout: Fanout) -> Router<AppState> {
+    Router::new()
+        .route("/events-stream", get(sse::get_operator))
         .layer(Extension(fanout))
 }

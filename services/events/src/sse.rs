@@ -8,7 +8,7 @@
 
 use crate::engine::{End, Engine};
 use crate::fanout::Fanout;
-use crate::open::{Opened, open};
+use crate::open::{Opened, open, open_operator};
 use crate::render::{KEEP_ALIVE, sse_frame};
 use api::{ApiError, AppState};
 use axum::Extension;
@@ -30,7 +30,24 @@ pub async fn get(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let body = match open(&state, &fanout, &uri, &headers).await? {
+    Ok(respond(open(&state, &fanout, &uri, &headers).await?))
+}
+
+/// The operator's `GET /events-stream` (admin API): every user, private paths
+/// included. Mounted only behind the admin password.
+pub async fn get_operator(
+    State(state): State<AppState>,
+    Extension(fanout): Extension<Fanout>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    Ok(respond(
+        open_operator(&state, &fanout, &uri, &headers).await?,
+    ))
+}
+
+fn respond(opened: Opened) -> Response {
+    let body = match opened {
         Opened::Empty => Body::empty(),
         Opened::Stream(engine) => Body::from_stream(frames(engine, KEEP_ALIVE_INTERVAL)),
     };
@@ -45,7 +62,7 @@ pub async fn get(
         header::VARY,
         HeaderValue::from_static("pubky-host, Authorization, Cookie"),
     );
-    Ok(response)
+    response
 }
 
 enum Step {

@@ -70,6 +70,13 @@ pub struct Config {
     pub gateway_events: Option<String>,
     /// `pretty` or `json` logs.
     pub log_format: String,
+    /// Admin API listener (plain HTTP; keep it on localhost or a private network).
+    /// Unset = no admin API. When set, `admin_password` is required.
+    pub admin_listen: Option<SocketAddr>,
+    /// The operator's password (`X-Admin-Password`). No default: a server with an
+    /// admin listener and no password refuses to start.
+    #[serde(skip_serializing)]
+    pub admin_password: Option<String>,
 }
 
 impl Default for Config {
@@ -104,6 +111,8 @@ impl Default for Config {
             gateway_read_api: None,
             gateway_events: None,
             log_format: "pretty".into(),
+            admin_listen: None,
+            admin_password: None,
         }
     }
 }

@@ -9,8 +9,10 @@
 //! nodes forget items after some hours; without the loop users would become
 //! unreachable even though their data is here.
 
+pub mod admin_cli;
 pub mod app;
 pub mod config;
+pub mod operator;
 
 use anyhow::Context;
 use api::{AppState, ServerConfig};
@@ -26,6 +28,8 @@ pub struct Homeserver {
     pub http_addr: SocketAddr,
     /// The Pubky TLS listener (raw public key TLS with the homeserver key).
     pub tls_addr: SocketAddr,
+    /// The admin API's listener, when `admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub public_key: domain::PublicKey,
     pub state: AppState,
     shutdown: watch::Sender<bool>,
@@ -73,6 +77,8 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
 
 /// Starts every service in this process.
 pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Result<Homeserver> {
+    // Before anything starts: an admin listener without a password is a refusal.
+    let admin = operator::admin_settings(config)?;
     let state = connect(config, keypair).await?;
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -96,6 +102,22 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
     // Live streams start at the projected position: history comes from Postgres.
     state.progress.advance(state.store.watermark().await?);
     let fanout = events::Fanout::spawn(state.log.clone(), state.progress.clone());
+    let admin_addr = match admin {
+        Some((listen, settings)) => Some(
+            operator::spawn_admin_api(
+                listen,
+                settings,
+                config,
+                (http_addr, tls_addr),
+                state.clone(),
+                fanout.clone(),
+                shutdown_signal(&rx),
+                &mut tasks,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let router = app::router(state.clone(), fanout);
     let stop = shutdown_signal(&rx);
     let plain_router = router.clone();
@@ -131,6 +153,7 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
     Ok(Homeserver {
         http_addr,
         tls_addr,
+        admin_addr,
         public_key: keypair.public_key(),
         state,
         shutdown,

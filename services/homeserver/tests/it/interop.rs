@@ -204,9 +204,13 @@ async fn sdk_signup_with_token_in_token_required_mode() {
             "signup with an unknown token",
         );
 
-        let token = write_api::mint_signup_token(&hs.server.state, Default::default())
-            .await
-            .expect("mint a signup token");
+        let token = write_api::mint_signup_token(
+            &hs.server.state,
+            Default::default(),
+            uuid::Uuid::now_v7().to_string(),
+        )
+        .await
+        .expect("mint a signup token");
         let signer = pubky.signer(pubky::Keypair::random());
         signer
             .signup(&server, Some(&token))
