@@ -118,6 +118,9 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
     println!("Pubky homeserver {}", keypair.public_key().to_z32());
     println!("  Pubky TLS:  https://{} (raw public key)", server.tls_addr);
     println!("  plain HTTP: http://{}", server.http_addr);
+    if let Some(admin) = server.admin_addr {
+        println!("  admin API:  http://{admin}");
+    }
     print_sdk_snippet(&config, &keypair.public_key().to_z32());
     tokio::signal::ctrl_c().await?;
     println!("shutting down");
