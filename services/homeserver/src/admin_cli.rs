@@ -124,6 +124,25 @@ impl Client {
             .header("X-Admin-Password", &self.password)
     }
 
+    /// A request to `segments` below the base URL, each segment percent-encoded (an
+    /// entry's name may contain `?`, `#` or `%`).
+    fn request_segments(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let mut url = reqwest::Url::parse(&self.url)
+            .with_context(|| format!("--url {:?} is not a URL", self.url))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("--url {:?} cannot have a path", self.url))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(self
+            .http
+            .request(method, url)
+            .header("X-Admin-Password", &self.password))
+    }
+
     /// Sends and returns the body of a 2xx answer; anything else is an error that
     /// carries the server's status and text.
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
@@ -247,9 +266,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             } else {
                 format!("/{path}")
             };
-            let url_path = format!("/webdav/{user}{path}");
+            let mut segments = vec!["webdav", user.as_str()];
+            segments.extend(path.split('/').skip(1));
             client
-                .send(client.request(Method::DELETE, &url_path))
+                .send(client.request_segments(Method::DELETE, &segments)?)
                 .await?;
             println!("deleted pubky://{user}{path}");
         }

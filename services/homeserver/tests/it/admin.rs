@@ -739,6 +739,19 @@ async fn the_operator_deletes_entries_and_the_feed_shows_it() {
         format!("deleted pubky://{}/priv/secret.txt\n", u.z32())
     );
 
+    // Names that need percent-encoding in a URL are the CLI's business, not the user's.
+    let odd = "/pub/a b#c?d%.txt";
+    let encoded = "/pub/a%20b%23c%3Fd%25.txt";
+    assert_eq!(
+        put(&s, &u, encoded, b"x".to_vec()).await.0,
+        StatusCode::CREATED
+    );
+    let (ok, stdout, stderr) = cli(&s, &["delete", &u.z32(), odd]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, format!("deleted pubky://{}{odd}\n", u.z32()));
+    let r = s.http.get(s.storage(&u, encoded)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
     let (_, feed) = text(s.http.get(s.url("/events/"))).await;
     let deletions: Vec<&str> = feed.lines().filter(|l| l.starts_with("DEL ")).collect();
     assert_eq!(
@@ -746,11 +759,12 @@ async fn the_operator_deletes_entries_and_the_feed_shows_it() {
         vec![
             format!("DEL pubky://{}/pub/a.txt", u.z32()),
             format!("DEL pubky://{}/pub/b.txt", u.z32()),
+            format!("DEL pubky://{}{odd}", u.z32()),
         ],
         "the public feed shows public deletions only: {feed}"
     );
     let deleted = operator_events(&s).await;
-    assert_eq!(deleted, vec![("file_deleted", u.z32()); 3]);
+    assert_eq!(deleted, vec![("file_deleted", u.z32()); 4]);
     // The user's usage went down with them.
     let row = s
         .server
