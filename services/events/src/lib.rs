@@ -39,7 +39,7 @@ mod render;
 mod sse;
 mod ws;
 
-pub use engine::{End, Followed};
+pub use engine::End;
 pub use fanout::{CAPACITY, Fanout, FileEvent, Op, Revocation, Subscription};
 pub use params::MAX_USERS;
 pub use render::{content_hash_base64, rfc3339, sse_frame, ws_json};

@@ -60,14 +60,25 @@ pub enum AdminAction {
         cursor: Option<String>,
     },
     /// Refuse the user's writes (reads, deletes and sign-in still work).
-    Disable { user: String },
+    Disable {
+        /// The user's public key (z-base-32).
+        user: String,
+    },
     /// Allow the user's writes again.
-    Enable { user: String },
+    Enable {
+        /// The user's public key (z-base-32).
+        user: String,
+    },
     /// A user's limits: effective values and overrides.
     #[command(subcommand)]
     Quota(QuotaAction),
     /// Delete one entry of a user (ignores the user's allowed write paths).
-    Delete { user: String, path: String },
+    Delete {
+        /// The user's public key (z-base-32).
+        user: String,
+        /// The entry, e.g. `/pub/app/post.json`.
+        path: String,
+    },
     /// Every user's events, private paths included, as Server-Sent Events.
     Events {
         /// Only these users (repeatable); default every user.
@@ -91,10 +102,14 @@ pub enum AdminAction {
 #[derive(Subcommand, Debug)]
 pub enum QuotaAction {
     /// Show the user's limits.
-    Get { user: String },
+    Get {
+        /// The user's public key (z-base-32).
+        user: String,
+    },
     /// Change overrides; each value is a limit, `unlimited`, or `default` (the
     /// server's). Options not given keep their current override.
     Set {
+        /// The user's public key (z-base-32).
         user: String,
         /// MiB.
         #[arg(long)]
@@ -102,6 +117,7 @@ pub enum QuotaAction {
         /// e.g. `100kb/s`, `1mb/s`.
         #[arg(long)]
         rate_read: Option<String>,
+        /// Like `--rate-read`.
         #[arg(long)]
         rate_write: Option<String>,
         /// Comma-separated paths (a prefix ends with `/`), `none` (read-only) or
