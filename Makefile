@@ -42,8 +42,12 @@ services:
 services-stop:
 	$(SERVICES) down
 
+# Development only: the admin API on localhost with the password `admin`, unless you
+# set your own. (The server itself has no default password.)
 run: services
-	$(WITH_SERVICES) cargo run --release -p homeserver -- all
+	$(WITH_SERVICES) HOMESERVER_ADMIN_LISTEN="$${HOMESERVER_ADMIN_LISTEN-127.0.0.1:6288}" \
+		HOMESERVER_ADMIN_PASSWORD="$${HOMESERVER_ADMIN_PASSWORD-admin}" \
+		cargo run --release -p homeserver -- all
 
 test: services
 	$(WITH_SERVICES) cargo test --workspace

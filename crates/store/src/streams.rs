@@ -113,6 +113,60 @@ impl Store {
         Ok(rows.into_iter().map(feed_event).collect())
     }
 
+    /// Up to `limit` file events of *every* user matching `filters`, strictly after
+    /// (or, when `descending`, before) `cursor`, never past the watermark: the
+    /// operator's stream (admin API), which follows the whole server with one cursor.
+    pub async fn stream_all_events(
+        &self,
+        cursor: Option<EventSeq>,
+        filters: &PathFilters,
+        descending: bool,
+        limit: u32,
+    ) -> Result<Vec<FeedEvent>> {
+        if filters.dirs.is_empty() && filters.files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cursor = match (cursor, descending) {
+            (Some(seq), _) => crate::seq_param(seq),
+            (None, false) => 0,
+            (None, true) => i64::MAX,
+        };
+        let lows: Vec<&str> = filters.dirs.iter().map(String::as_str).collect();
+        let highs: Vec<String> = filters
+            .dirs
+            .iter()
+            .map(|d| PathFilters::upper_bound(d))
+            .collect();
+        let (cmp, order) = if descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        // The primary key on seq drives the scan.
+        let sql = format!(
+            "WITH w AS (SELECT coalesce(min(last_seq), 0) AS w FROM projector_checkpoints)
+             SELECT ev.seq, ev.owner, ev.op, ev.path, ev.content_hash, ev.created_us
+             FROM events ev, w
+             WHERE ev.seq {cmp} $1
+               AND ev.seq <= w.w
+               AND (ev.path = ANY($4::text[])
+                    OR EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[]) AS d(lo, hi)
+                               WHERE ev.path >= d.lo COLLATE \"C\"
+                                 AND ev.path < d.hi COLLATE \"C\"))
+             ORDER BY ev.seq {order}
+             LIMIT $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(cursor)
+            .bind(&lows)
+            .bind(&highs)
+            .bind(&filters.files)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(feed_event).collect())
+    }
+
     /// The sequence of the event created at exactly `created_us`, for legacy
     /// timestamp cursors (spec §6). The smallest one if several share the time.
     pub async fn event_seq_at(&self, created_us: u64) -> Result<Option<EventSeq>> {

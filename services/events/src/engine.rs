@@ -15,7 +15,7 @@
 
 use crate::fanout::{FileEvent, Revocation};
 use api::SessionKind;
-use domain::EntryPath;
+use domain::{EntryPath, EventSeq};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use store::Store;
@@ -66,9 +66,18 @@ enum Phase {
     Live,
 }
 
+/// Whose events a stream follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followed {
+    /// The listed users, each with its own cursor (`/events-stream?user=…`).
+    Users(Vec<UserCursor>),
+    /// Every user, with one global cursor: the operator's stream (admin API).
+    All { cursor: Option<EventSeq> },
+}
+
 pub struct Engine {
     store: Store,
-    users: Vec<UserCursor>,
+    followed: Followed,
     filters: Vec<EntryPath>,
     store_filters: PathFilters,
     reverse: bool,
@@ -86,7 +95,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(
         store: Store,
-        users: Vec<UserCursor>,
+        followed: Followed,
         filters: Vec<EntryPath>,
         reverse: bool,
         limit: Option<u16>,
@@ -103,7 +112,7 @@ impl Engine {
         }
         Engine {
             store,
-            users,
+            followed,
             filters,
             store_filters,
             reverse,
@@ -135,12 +144,30 @@ impl Engine {
             match self.phase {
                 Phase::History => {
                     let batch = {
-                        let query = self.store.stream_events(
-                            &self.users,
-                            &self.store_filters,
-                            self.reverse,
-                            HISTORY_BATCH,
-                        );
+                        let query = async {
+                            match &self.followed {
+                                Followed::Users(users) => {
+                                    self.store
+                                        .stream_events(
+                                            users,
+                                            &self.store_filters,
+                                            self.reverse,
+                                            HISTORY_BATCH,
+                                        )
+                                        .await
+                                }
+                                Followed::All { cursor } => {
+                                    self.store
+                                        .stream_all_events(
+                                            *cursor,
+                                            &self.store_filters,
+                                            self.reverse,
+                                            HISTORY_BATCH,
+                                        )
+                                        .await
+                                }
+                            }
+                        };
                         match self.guard.as_mut() {
                             Some(guard) => tokio::select! {
                                 biased;
@@ -200,16 +227,24 @@ impl Engine {
     /// A live event is for this stream if its user is followed, it is after what was
     /// already sent for that user, and its path matches a filter.
     fn wants(&self, event: &FileEvent) -> bool {
-        self.users
-            .iter()
-            .any(|u| u.owner == event.owner && u.cursor.is_none_or(|c| event.seq > c))
-            && crate::params::matches(&self.filters, &event.path)
+        let after_cursor = match &self.followed {
+            Followed::Users(users) => users
+                .iter()
+                .any(|u| u.owner == event.owner && u.cursor.is_none_or(|c| event.seq > c)),
+            Followed::All { cursor } => cursor.is_none_or(|c| event.seq > c),
+        };
+        after_cursor && crate::params::matches(&self.filters, &event.path)
     }
 
     fn sent(&mut self, event: &FileEvent) {
         self.last_sent = Some(event.seq);
-        for user in self.users.iter_mut().filter(|u| u.owner == event.owner) {
-            user.cursor = Some(event.seq);
+        match &mut self.followed {
+            Followed::Users(users) => {
+                for user in users.iter_mut().filter(|u| u.owner == event.owner) {
+                    user.cursor = Some(event.seq);
+                }
+            }
+            Followed::All { cursor } => *cursor = Some(event.seq),
         }
         if let Some(remaining) = self.remaining.as_mut() {
             *remaining = remaining.saturating_sub(1);

@@ -58,3 +58,12 @@ pub fn router(fanout: Fanout) -> Router<AppState> {
         .route("/events-ws", get(ws::get))
         .layer(Extension(fanout))
 }
+
+/// The operator's stream, `GET /events-stream` over every user including `/priv/`
+/// paths, for the admin API's router. It has no authorization of its own: whoever
+/// mounts it must put it behind the operator's credentials.
+pub fn operator_router(fanout: Fanout) -> Router<AppState> {
+    Router::new()
+        .route("/events-stream", get(sse::get_operator))
+        .layer(Extension(fanout))
+}

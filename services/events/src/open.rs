@@ -3,9 +3,11 @@
 //! unknown users (404 only after authorization, so existence never leaks to someone
 //! who may not look), per-user cursors, then the subscription.
 
-use crate::engine::{Engine, Guard};
+use crate::engine::{Engine, Followed, Guard};
 use crate::fanout::Fanout;
-use crate::params::{RawCursor, StreamParams, parse_cursor, stream_params};
+use crate::params::{
+    OperatorParams, RawCursor, StreamParams, operator_stream_params, parse_cursor, stream_params,
+};
 use api::session::{bearer_session, cookie_session};
 use api::tenant::request_tenant;
 use api::{ApiError, AppState, Session};
@@ -71,12 +73,70 @@ pub async fn open(
     };
     Ok(Opened::Stream(Box::new(Engine::new(
         state.store.clone(),
-        users,
+        Followed::Users(users),
         params.filters,
         params.reverse,
         params.limit,
         live,
         guard,
+    ))))
+}
+
+/// Opens the operator's stream (admin API, behind its password): every user's events,
+/// private paths included, with one global cursor. No session and no revocation guard:
+/// the operator's authority does not end with any user's session.
+pub async fn open_operator(
+    state: &AppState,
+    fanout: &Fanout,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Opened, ApiError> {
+    let OperatorParams {
+        users,
+        cursor,
+        filters,
+        limit,
+        live,
+        reverse,
+    } = operator_stream_params(uri.query())?;
+    let live = live.then(|| fanout.subscribe_files());
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(EventSeq);
+    let cursor = match (cursor, last_event_id, reverse) {
+        (None, resume, _) => resume,
+        (Some(c), None, _) => Some(c),
+        (Some(c), Some(resume), false) => Some(c.max(resume)),
+        (Some(c), Some(resume), true) => Some(c.min(resume)),
+    };
+    if cursor.is_some_and(|c| c.0 > i64::MAX as u64) && !reverse {
+        return Ok(Opened::Empty);
+    }
+    let followed = if users.is_empty() {
+        Followed::All { cursor }
+    } else {
+        let owners = dedup(users);
+        let existing = state.store.existing_users(&owners).await?;
+        if existing.len() != owners.len() {
+            return Err(ApiError::not_found());
+        }
+        Followed::Users(
+            owners
+                .into_iter()
+                .map(|owner| UserCursor { owner, cursor })
+                .collect(),
+        )
+    };
+    Ok(Opened::Stream(Box::new(Engine::new(
+        state.store.clone(),
+        followed,
+        filters,
+        reverse,
+        limit,
+        live,
+        None,
     ))))
 }
 

@@ -142,6 +142,48 @@ fn stream_bool(value: Option<&str>) -> bool {
     matches!(value, Some("true") | Some("1"))
 }
 
+/// `limit`, `live` and `reverse` of both stream endpoints.
+fn limit_live_reverse(pairs: &[(String, String)]) -> Result<(Option<u16>, bool, bool), ApiError> {
+    let limit = match first(pairs, "limit") {
+        None => None,
+        Some(text) => {
+            let limit: u16 = text
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("Invalid limit: {text}")))?;
+            if limit == 0 {
+                return Err(ApiError::bad_request("limit must be at least 1"));
+            }
+            Some(limit)
+        }
+    };
+    let live = stream_bool(first(pairs, "live"));
+    let reverse = stream_bool(first(pairs, "reverse"));
+    if live && reverse {
+        return Err(ApiError::bad_request(
+            "Cannot use live mode with reverse ordering",
+        ));
+    }
+    Ok((limit, live, reverse))
+}
+
+/// The normalized, de-duplicated `path` filters of both stream endpoints.
+fn path_filters(pairs: &[(String, String)]) -> Result<Vec<EntryPath>, ApiError> {
+    let mut filters: Vec<EntryPath> = Vec::new();
+    for (_, raw) in pairs.iter().filter(|(k, v)| k == "path" && !v.is_empty()) {
+        let absolute = if raw.starts_with('/') {
+            raw.clone()
+        } else {
+            format!("/{raw}")
+        };
+        let path = EntryPath::normalize(&absolute)
+            .map_err(|_| ApiError::bad_request(format!("Invalid path: {absolute}")))?;
+        if !filters.contains(&path) {
+            filters.push(path);
+        }
+    }
+    Ok(filters)
+}
+
 pub fn stream_params(raw_query: Option<&str>) -> Result<StreamParams, ApiError> {
     let pairs = pairs(raw_query);
     let raw_users: Vec<&str> = pairs
@@ -171,38 +213,8 @@ pub fn stream_params(raw_query: Option<&str>) -> Result<StreamParams, ApiError> 
             cursor,
         });
     }
-    let limit = match first(&pairs, "limit") {
-        None => None,
-        Some(text) => {
-            let limit: u16 = text
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("Invalid limit: {text}")))?;
-            if limit == 0 {
-                return Err(ApiError::bad_request("limit must be at least 1"));
-            }
-            Some(limit)
-        }
-    };
-    let live = stream_bool(first(&pairs, "live"));
-    let reverse = stream_bool(first(&pairs, "reverse"));
-    if live && reverse {
-        return Err(ApiError::bad_request(
-            "Cannot use live mode with reverse ordering",
-        ));
-    }
-    let mut filters: Vec<EntryPath> = Vec::new();
-    for (_, raw) in pairs.iter().filter(|(k, v)| k == "path" && !v.is_empty()) {
-        let absolute = if raw.starts_with('/') {
-            raw.clone()
-        } else {
-            format!("/{raw}")
-        };
-        let path = EntryPath::normalize(&absolute)
-            .map_err(|_| ApiError::bad_request(format!("Invalid path: {absolute}")))?;
-        if !filters.contains(&path) {
-            filters.push(path);
-        }
-    }
+    let (limit, live, reverse) = limit_live_reverse(&pairs)?;
+    let mut filters = path_filters(&pairs)?;
     if filters.is_empty() {
         filters.push(EntryPath::parse_canonical("/pub/").map_err(|_| {
             ApiError::Unavailable("the implicit /pub/ filter is not canonical".into())
@@ -210,6 +222,62 @@ pub fn stream_params(raw_query: Option<&str>) -> Result<StreamParams, ApiError> 
     }
     Ok(StreamParams {
         users,
+        filters,
+        limit,
+        live,
+        reverse,
+    })
+}
+
+/// `GET /events-stream` of the admin API: like [`StreamParams`], but `user` is optional
+/// (none = every user), the cursor is one global `cursor=` parameter, and without a
+/// `path` the stream covers everything, `/priv/` included.
+#[derive(Debug, Clone)]
+pub struct OperatorParams {
+    /// Raw z-base-32 keys; empty = every user.
+    pub users: Vec<String>,
+    pub cursor: Option<EventSeq>,
+    pub filters: Vec<EntryPath>,
+    pub limit: Option<u16>,
+    pub live: bool,
+    pub reverse: bool,
+}
+
+pub fn operator_stream_params(raw_query: Option<&str>) -> Result<OperatorParams, ApiError> {
+    let pairs = pairs(raw_query);
+    let raw_users: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, v)| k == "user" && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if raw_users.len() > MAX_USERS {
+        return Err(ApiError::bad_request(format!(
+            "Too many users. Maximum allowed: {MAX_USERS}"
+        )));
+    }
+    let users = raw_users
+        .into_iter()
+        .map(|raw| {
+            parse_storage_owner(raw)
+                .map(|key| key.to_z32())
+                .map_err(|_| ApiError::bad_request(format!("Invalid public key: {raw}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cursor = match first(&pairs, "cursor") {
+        None | Some("") => None,
+        Some(text) => match parse_cursor(text) {
+            Some(RawCursor::Seq(seq)) => Some(seq),
+            _ => return Err(ApiError::bad_request(format!("Invalid cursor: {text}"))),
+        },
+    };
+    let (limit, live, reverse) = limit_live_reverse(&pairs)?;
+    let mut filters = path_filters(&pairs)?;
+    if filters.is_empty() {
+        filters.push(EntryPath::root_dir());
+    }
+    Ok(OperatorParams {
+        users,
+        cursor,
         filters,
         limit,
         live,

@@ -12,7 +12,7 @@
 
 use crate::engine::{End, Engine};
 use crate::fanout::Fanout;
-use crate::open::{Opened, open};
+use crate::open::{Opened, open, open_operator};
 use crate::render::{KEEP_ALIVE, sse_frame};
 use api::metrics::StreamGuard;
 use api::{ApiError, AppState};
@@ -37,7 +37,28 @@ pub async fn get(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let body = match open(&state, &fanout, &uri, &headers).await? {
+    Ok(respond(
+        &state,
+        open(&state, &fanout, &uri, &headers).await?,
+    ))
+}
+
+/// The operator's `GET /events-stream` (admin API): every user, private paths
+/// included. Mounted only behind the admin password.
+pub async fn get_operator(
+    State(state): State<AppState>,
+    Extension(fanout): Extension<Fanout>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    Ok(respond(
+        &state,
+        open_operator(&state, &fanout, &uri, &headers).await?,
+    ))
+}
+
+fn respond(state: &AppState, opened: Opened) -> Response {
+    let body = match opened {
         Opened::Empty => Body::empty(),
         Opened::Stream(engine) => {
             let open = OpenStream {
@@ -59,7 +80,7 @@ pub async fn get(
         header::VARY,
         HeaderValue::from_static("pubky-host, Authorization, Cookie"),
     );
-    Ok(response)
+    response
 }
 
 /// One open stream: its engine, the process's shutdown signal, and its count in

@@ -77,6 +77,13 @@ pub struct Config {
     /// no metrics listener (as the reference, whose metrics are off by default). Each
     /// process of a split deployment needs its own address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Admin API listener (plain HTTP; keep it on localhost or a private network).
+    /// Unset = no admin API. When set, `admin_password` is required.
+    pub admin_listen: Option<SocketAddr>,
+    /// The operator's password (`X-Admin-Password`). No default: a server with an
+    /// admin listener and no password refuses to start.
+    #[serde(skip_serializing)]
+    pub admin_password: Option<String>,
 }
 
 impl Default for Config {
@@ -113,6 +120,8 @@ impl Default for Config {
             log_format: "pretty".into(),
             rate_limits: vec![api::rate_limit::RateLimitRule::signup_token_lookups()],
             metrics_listen: None,
+            admin_listen: None,
+            admin_password: None,
         }
     }
 }

@@ -9,8 +9,10 @@
 //! nodes forget items after some hours; without the loop users would become
 //! unreachable even though their data is here.
 
+pub mod admin_cli;
 pub mod app;
 pub mod config;
+pub mod operator;
 
 use anyhow::Context;
 use api::{AppState, ServerConfig};
@@ -28,6 +30,8 @@ pub struct Homeserver {
     pub tls_addr: SocketAddr,
     /// The metrics listener, when `metrics_listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The admin API's listener, when `admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub public_key: domain::PublicKey,
     pub state: AppState,
     /// Stops the client listeners.
@@ -89,6 +93,8 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
 
 /// Starts every service in this process.
 pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Result<Homeserver> {
+    // Before anything starts: an admin listener without a password is a refusal.
+    let admin = operator::admin_settings(config)?;
     let state = connect(config, keypair).await?;
     let (shutdown, rx) = watch::channel(false);
     let (background_stop, background) = watch::channel(false);
@@ -128,6 +134,22 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
     // Live streams start at the projected position: history comes from Postgres.
     state.progress.advance(state.store.watermark().await?);
     let fanout = events::Fanout::spawn(state.log.clone(), state.progress.clone());
+    let admin_addr = match admin {
+        Some((listen, settings)) => Some(
+            operator::spawn_admin_api(
+                listen,
+                settings,
+                config,
+                (http_addr, tls_addr),
+                state.clone(),
+                fanout.clone(),
+                shutdown_signal(&rx),
+                &mut tasks,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let router = app::router(state.clone(), fanout);
     let stop = shutdown_signal(&rx);
     let plain_router = router.clone();
@@ -164,6 +186,7 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
         http_addr,
         tls_addr,
         metrics_addr,
+        admin_addr,
         public_key: keypair.public_key(),
         state,
         shutdown,

@@ -54,19 +54,10 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         grace_secs: u64,
     },
-    /// Operator actions.
-    #[command(subcommand)]
-    Admin(Admin),
-}
-
-#[derive(Subcommand)]
-enum Admin {
-    /// Mint a single-use signup token and print it.
-    SignupToken {
-        /// Storage limit of the account it creates, in MiB (default: the server's).
-        #[arg(long)]
-        storage_mb: Option<u64>,
-    },
+    /// Only the admin API on `admin_listen` (needs `admin_password`).
+    AdminApi,
+    /// Operator actions, through the admin API of a running server.
+    Admin(homeserver::admin_cli::AdminArgs),
 }
 
 #[tokio::main]
@@ -93,21 +84,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Rebuild { keep } => rebuild(config, keep).await,
         Command::Gc { grace_secs } => gc(config, grace_secs).await,
-        Command::Admin(Admin::SignupToken { storage_mb }) => {
+        Command::AdminApi => {
             let keypair = identity(&config)?;
-            let state = homeserver::connect(&config, &keypair).await?;
-            // The projector runs in the server process; learn its progress from there.
-            let _follow = state.progress.follow(&state.store).await?;
-            let limits = domain::event::UserLimits {
-                storage: storage_mb.map(domain::event::StorageLimit::Megabytes),
-                ..Default::default()
-            };
-            let token = write_api::mint_signup_token(&state, limits)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot mint a signup token: {e:?}"))?;
-            println!("{token}");
-            Ok(())
+            homeserver::operator::run_admin_api(&config, &keypair).await
         }
+        Command::Admin(args) => homeserver::admin_cli::run(args).await,
     }
 }
 
@@ -139,6 +120,9 @@ async fn run_all(config: Config) -> anyhow::Result<()> {
     println!("  plain HTTP: http://{}", server.http_addr);
     if let Some(addr) = server.metrics_addr {
         println!("  metrics:    http://{addr}/metrics");
+    }
+    if let Some(admin) = server.admin_addr {
+        println!("  admin API:  http://{admin}");
     }
     print_sdk_snippet(&config, &keypair.public_key().to_z32());
     stop_requested().await;

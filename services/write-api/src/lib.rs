@@ -5,7 +5,7 @@ mod auth;
 mod storage;
 
 pub use auth::mint_signup_token;
-pub use storage::{delete_legacy, delete_storage, put_legacy, put_storage};
+pub use storage::{delete_legacy, delete_storage, operator_delete, put_legacy, put_storage};
 
 use api::AppState;
 use axum::Router;

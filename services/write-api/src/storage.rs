@@ -140,8 +140,45 @@ async fn write(
     let user = existing_user(state, &target.owner).await?;
     match body {
         Some(body) => put(state, target, headers, body, user).await,
-        None => delete(state, target, headers).await,
+        None => {
+            let request_id = uuid::Uuid::now_v7().to_string();
+            delete(state, target, headers, request_id, WritePaths::Enforce).await
+        }
     }
+}
+
+/// Whether a delete honours the user's `allowed_write_paths`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WritePaths {
+    Enforce,
+    /// The operator's delete: write-path limits restrict the user, not the operator.
+    Bypass,
+}
+
+/// The operator's delete of one entry (admin API): the same event and checks as a
+/// user's `DELETE`, without a session and without the user's write-path limits.
+/// 204, 404 for an unknown user or entry. `request_id` marks the event as the
+/// operator's.
+pub async fn operator_delete(
+    state: &AppState,
+    owner: PublicKey,
+    path: EntryPath,
+    request_id: String,
+) -> Result<Response, ApiError> {
+    let target = StorageTarget {
+        owner,
+        path,
+        addressing: Addressing::Path,
+    };
+    existing_user(state, &target.owner).await?;
+    delete(
+        state,
+        &target,
+        &HeaderMap::new(),
+        request_id,
+        WritePaths::Bypass,
+    )
+    .await
 }
 
 async fn existing_user(state: &AppState, owner: &PublicKey) -> Result<UserRow, ApiError> {
@@ -267,10 +304,11 @@ async fn delete(
     state: &AppState,
     target: &StorageTarget,
     headers: &HeaderMap,
+    request_id: String,
+    write_paths: WritePaths,
 ) -> Result<Response, ApiError> {
     let path = target.path.as_str();
     let _queue = state.lock_user(&target.owner).await;
-    let request_id = uuid::Uuid::now_v7().to_string();
     for _ in 0..MAX_ATTEMPTS {
         let user = existing_user(state, &target.owner).await?;
         let entry = state
@@ -278,7 +316,9 @@ async fn delete(
             .entry(&target.owner, path)
             .await?
             .ok_or_else(ApiError::not_found)?;
-        check_allowed_path(&user, &target.path)?;
+        if write_paths == WritePaths::Enforce {
+            check_allowed_path(&user, &target.path)?;
+        }
         check_preconditions(headers, Some(&entry.content_hash))?;
         let event = Event::new(
             target.owner.clone(),

@@ -1105,9 +1105,10 @@ async fn signup_tokens() {
         storage: Some(domain::event::StorageLimit::Megabytes(7)),
         ..Default::default()
     };
-    let token = hs_write_api::mint_signup_token(&server.state, limits)
-        .await
-        .unwrap();
+    let token =
+        hs_write_api::mint_signup_token(&server.state, limits, uuid::Uuid::now_v7().to_string())
+            .await
+            .unwrap();
     assert_eq!(token.len(), 14);
 
     let status = client
@@ -1183,9 +1184,13 @@ async fn signup_tokens() {
     // One token, two new users, two instances, at once: exactly one signs up.
     let other = env.instance().await;
     let other_client = Client::new(&other);
-    let token = hs_write_api::mint_signup_token(&server.state, Default::default())
-        .await
-        .unwrap();
+    let token = hs_write_api::mint_signup_token(
+        &server.state,
+        Default::default(),
+        uuid::Uuid::now_v7().to_string(),
+    )
+    .await
+    .unwrap();
     let (carol, dave) = (Signer::new(&env), Signer::new(&env));
     let (rc, rd) = tokio::join!(
         client.signup(&carol, Some(&token)),

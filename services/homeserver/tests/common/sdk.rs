@@ -138,8 +138,12 @@ impl Deployment for super::TestServer {
     }
 
     async fn mint_signup_token(&self) -> String {
-        write_api::mint_signup_token(&self.server.state, Default::default())
-            .await
-            .expect("mint a signup token")
+        write_api::mint_signup_token(
+            &self.server.state,
+            Default::default(),
+            uuid::Uuid::now_v7().to_string(),
+        )
+        .await
+        .expect("mint a signup token")
     }
 }

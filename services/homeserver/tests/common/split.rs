@@ -1,6 +1,6 @@
 //! The split deployment as separate processes of the real binary: projector,
 //! write-api, read-api and events, with the gateway in front terminating Pubky TLS and
-//! publishing the homeserver's PKARR packet. All share one data directory (the
+//! publishing the homeserver's PKARR packet, and the admin API on its own. All share one data directory (the
 //! homeserver key), one database and one log namespace.
 
 use super::sdk::{DHT_TIMEOUT, Deployment, Dht};
@@ -75,16 +75,18 @@ pub async fn wait_for_public_key(dir: &Path, child: &mut Child) -> domain::Publi
     }
 }
 
+const ADMIN_PASSWORD: &str = "split deployment admin";
+
 pub struct SplitDeployment {
     pub env: testkit::TestEnv,
     pub write_url: String,
     pub read_url: String,
     pub events_url: String,
     pub gateway_url: String,
+    pub admin_url: String,
     pub public_key: domain::PublicKey,
-    vars: Vec<(String, String)>,
     _children: Vec<Child>,
-    data: tempfile::TempDir,
+    _data: tempfile::TempDir,
 }
 
 impl SplitDeployment {
@@ -97,6 +99,12 @@ impl SplitDeployment {
         let (writer, write_url) = spawn("write-api", &env, data.path(), vars).await;
         let (reader, read_url) = spawn("read-api", &env, data.path(), vars).await;
         let (events, events_url) = spawn("events", &env, data.path(), vars).await;
+        let mut admin_vars = vec![
+            ("HOMESERVER_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("HOMESERVER_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ];
+        admin_vars.extend_from_slice(vars);
+        let (admin, admin_url) = spawn("admin-api", &env, data.path(), &admin_vars).await;
         let bootstrap = dht.bootstrap().join(",");
         let timeout = DHT_TIMEOUT.as_millis().to_string();
         let mut gateway_vars = vec![
@@ -115,13 +123,10 @@ impl SplitDeployment {
             read_url,
             events_url,
             gateway_url,
+            admin_url,
             public_key,
-            vars: vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            _children: vec![projector, writer, reader, events, gateway],
-            data,
+            _children: vec![projector, writer, reader, events, admin, gateway],
+            _data: data,
         }
     }
 }
@@ -135,20 +140,13 @@ impl Deployment for SplitDeployment {
         format!("{}{path}", self.gateway_url)
     }
 
-    /// Through the operator CLI, as an operator of a split deployment would.
+    /// Through the operator CLI and the admin API, as an operator would.
     async fn mint_signup_token(&self) -> String {
         let output = Command::new(env!("CARGO_BIN_EXE_homeserver"))
             .args(["admin", "signup-token"])
-            .env("DATABASE_URL", &self.env.database_url)
-            .env("NATS_URL", &self.env.nats_url)
-            .env("HOMESERVER_NATS_STREAM", &self.env.log.stream)
-            .env(
-                "HOMESERVER_NATS_SUBJECT_PREFIX",
-                &self.env.log.subject_prefix,
-            )
-            .env("HOMESERVER_DATA_DIR", self.data.path())
+            .env("HOMESERVER_ADMIN_URL", &self.admin_url)
+            .env("HOMESERVER_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", "warn")
-            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .await
             .expect("run homeserver admin signup-token");

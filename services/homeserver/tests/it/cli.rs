@@ -4,14 +4,17 @@ use crate::common;
 
 #[tokio::test]
 async fn admin_signup_token_mints_a_token_the_server_accepts() {
-    let s = common::start_with(|c| c.signup_mode = api::SignupMode::TokenRequired).await;
+    let s = common::start_with(|c| {
+        c.signup_mode = api::SignupMode::TokenRequired;
+        c.admin_listen = Some(([127, 0, 0, 1], 0).into());
+        c.admin_password = Some("cli test password".into());
+    })
+    .await;
+    let admin_url = format!("http://{}", s.server.admin_addr.expect("admin listener"));
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_homeserver"))
         .args(["admin", "signup-token", "--storage-mb", "5"])
-        .env("DATABASE_URL", &s.env.database_url)
-        .env("NATS_URL", &s.env.nats_url)
-        .env("HOMESERVER_NATS_STREAM", &s.env.log.stream)
-        .env("HOMESERVER_NATS_SUBJECT_PREFIX", &s.env.log.subject_prefix)
-        .env("HOMESERVER_DATA_DIR", &s.config.data_dir)
+        .env("HOMESERVER_ADMIN_URL", &admin_url)
+        .env("HOMESERVER_ADMIN_PASSWORD", "cli test password")
         .env("RUST_LOG", "warn")
         .output()
         .await

@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin;
 mod cli;
 mod foundation;
 mod interop;

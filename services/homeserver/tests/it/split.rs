@@ -253,3 +253,70 @@ async fn next_json(socket: &mut Ws) -> serde_json::Value {
     .await
     .expect("a frame within 10 s")
 }
+
+#[tokio::test]
+async fn the_admin_api_runs_as_a_service_of_its_own() {
+    // The rest of the homeserver in this process; the admin API in another one, on the
+    // same log and database.
+    let s = common::start().await;
+    let user = s.user().await;
+    let data = tempfile::tempdir().unwrap();
+    let (_admin, admin_url) = spawn(
+        "admin-api",
+        &s.env,
+        data.path(),
+        &[
+            ("HOMESERVER_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("HOMESERVER_ADMIN_PASSWORD", "split secret"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{admin_url}/users/{}/disable", user.z32()))
+        .header("X-Admin-Password", "split secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    // Answered once projected (by this process's projector): the write-api here sees it.
+    let r = http
+        .put(s.storage(&user, "/pub/after-disable.txt"))
+        .bearer_auth(&user.token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(r.text().await.unwrap(), "User is disabled");
+    let info: serde_json::Value = http
+        .get(format!("{admin_url}/info"))
+        .header("X-Admin-Password", "split secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            info["num_users"].as_i64(),
+            info["num_disabled_users"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    // Without a password the service refuses to start, and says why.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_homeserver"))
+        .arg("admin-api")
+        .env("HOMESERVER_ADMIN_LISTEN", "127.0.0.1:0")
+        .env_remove("HOMESERVER_ADMIN_PASSWORD")
+        .env("HOMESERVER_DATA_DIR", data.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("there is no default password"), "{stderr}");
+}

@@ -25,7 +25,7 @@ use log::Expected;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use super::{append, conflict_user_exists, nonce_already_used, retry};
+use super::{append, conflict_user_exists, nonce_already_used};
 
 /// How long a token consumer keeps the token locked waiting for its signup to become
 /// visible, beyond the normal projection wait, so the next consumer sees it used.
@@ -177,17 +177,29 @@ pub(crate) async fn token_status(
 }
 
 /// Mints a signup token carrying `limits` (copied onto the user it admits) and returns
-/// its text — the only time the text exists; the log keeps its SHA-256. For the CLI and
-/// the admin API.
+/// its text — the only time the text exists; the log keeps its SHA-256. For the admin
+/// API, whose `request_id` marks the event as an operator action.
 #[tracing::instrument(skip_all, fields(event_seq = tracing::field::Empty))]
-pub async fn mint_signup_token(state: &AppState, limits: UserLimits) -> Result<String, ApiError> {
+pub async fn mint_signup_token(
+    state: &AppState,
+    limits: UserLimits,
+    request_id: String,
+) -> Result<String, ApiError> {
     let token = SignupToken::generate(rand::random());
     let change = Change::SignupTokenMinted {
         token_hash: Digest(token_hash(&token)),
         limits,
     };
-    let homeserver = &state.config.public_key;
-    let change = &change;
-    retry(|| append(state, homeserver, change.clone(), Expected::Any)).await?;
-    Ok(token.as_str().to_owned())
+    let event = domain::Event::new(
+        state.config.public_key.clone(),
+        api::now_micros(),
+        request_id,
+        change,
+    );
+    // Operator events have no expected sequence, so they never lose a race.
+    match state.commit(&event, Expected::Any).await {
+        Ok(_) => Ok(token.as_str().to_owned()),
+        Err(api::writer::CommitError::Api(e)) => Err(e),
+        Err(api::writer::CommitError::Conflict) => Err(api::writer::too_much_contention()),
+    }
 }

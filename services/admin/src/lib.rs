@@ -1,0 +1,117 @@
+//! The admin API: the operator's HTTP interface, on its own listener (spec §8).
+//!
+//! It owns the operator's actions — server info, signup tokens, disabling and enabling
+//! users, per-user limit overrides, deleting an entry, and a stream of every user's
+//! events including private paths — and nothing else: each action is one event appended
+//! with the same `commit()` step as the public services (the answer comes once the
+//! projection shows it), and the rules the actions change (quotas, disabled users,
+//! write paths) are enforced by the write-api, which reads them from the projection.
+//!
+//! Every route but `GET /` and `GET /healthz` requires `X-Admin-Password`, compared in
+//! constant time ([`auth`]). There is no default password: the caller (the
+//! `homeserver` crate) refuses to start the listener without one. The listener is
+//! meant for a private network or localhost; it serves plain HTTP.
+//!
+//! Events written here carry a `request_id` starting with [`REQUEST_ID_PREFIX`], so
+//! a reader of the log can tell operator actions from the user's own (the v1 envelope
+//! has no actor field, and its schemas forbid extra fields).
+
+mod auth;
+mod entries;
+mod info;
+mod limits;
+mod signup_tokens;
+mod users;
+
+use api::AppState;
+use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
+use std::sync::Arc;
+
+pub use limits::{Field, LimitsPatch, parse_rate};
+
+/// Prefix of the `request_id` of every event the admin API appends.
+pub const REQUEST_ID_PREFIX: &str = "admin-";
+
+/// The text of `GET /` on the admin listener.
+pub const ROOT_TEXT: &str = "Homeserver - Admin Endpoint";
+
+/// A fresh request id for one operator action (also the event's `Nats-Msg-Id`).
+pub fn request_id() -> String {
+    format!("{REQUEST_ID_PREFIX}{}", uuid::Uuid::now_v7())
+}
+
+/// What the admin API needs besides the shared [`AppState`].
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// The operator's password. Must not be empty (checked by [`router`]'s caller and
+    /// refused by [`AdminConfig::new`]).
+    password: String,
+    /// `<ip>:<port>` of the Pubky TLS endpoint the PKARR record announces, if any.
+    pub pkarr_pubky_address: Option<String>,
+    /// The ICANN domain the PKARR record announces, if any.
+    pub pkarr_icann_domain: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("password", &"<redacted>")
+            .field("pkarr_pubky_address", &self.pkarr_pubky_address)
+            .field("pkarr_icann_domain", &self.pkarr_icann_domain)
+            .finish()
+    }
+}
+
+/// Refusal to build an admin API without a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the admin API needs a non-empty password")]
+pub struct NoPassword;
+
+impl AdminConfig {
+    pub fn new(password: &str) -> Result<Self, NoPassword> {
+        if password.is_empty() {
+            return Err(NoPassword);
+        }
+        Ok(AdminConfig {
+            password: password.to_owned(),
+            pkarr_pubky_address: None,
+            pkarr_icann_domain: None,
+        })
+    }
+}
+
+/// The admin router, ready to serve on its own listener.
+pub fn router(state: AppState, fanout: events::Fanout, config: AdminConfig) -> Router {
+    let expected = auth::Expected::new(&config.password);
+    let protected = Router::new()
+        .route("/info", get(info::get))
+        .route(
+            "/generate_signup_token",
+            get(signup_tokens::generate).post(signup_tokens::generate_with_limits),
+        )
+        .route("/signup_tokens", get(signup_tokens::list))
+        .route("/webdav/{user}/{*path}", delete(entries::delete))
+        .route("/users/{user}/disable", post(users::disable))
+        .route("/users/{user}/enable", post(users::enable))
+        .route(
+            "/users/{user}/quota",
+            get(users::get_quota).patch(users::patch_quota),
+        )
+        .merge(events::operator_router(fanout))
+        .layer(Extension(Arc::new(config)))
+        .route_layer(axum::middleware::from_fn_with_state(
+            expected,
+            auth::require_password,
+        ));
+    Router::new()
+        .route("/", get(root))
+        .route("/healthz", get(api::healthz))
+        .merge(protected)
+        .layer(api::cors::layer())
+        .with_state(state)
+}
+
+async fn root() -> &'static str {
+    ROOT_TEXT
+}
