@@ -145,22 +145,12 @@ fn field<T>(
     }
 }
 
-/// A bandwidth rate, `<n>kb/s`, `mb/s`, `gb/s` (or `/m` per minute), `n` ≥ 1, any case:
-/// the reference's notation. Returns it in lower case.
+/// A bandwidth rate in the reference's notation (see [`api::bandwidth::Bandwidth`]),
+/// returned in lower case.
 pub fn parse_rate(text: &str) -> Option<String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let (amount, period) = lower.split_once('/')?;
-    if period != "s" && period != "m" {
-        return None;
-    }
-    let digits = amount
-        .strip_suffix("kb")
-        .or_else(|| amount.strip_suffix("mb"))
-        .or_else(|| amount.strip_suffix("gb"))?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    (digits.parse::<u64>().ok()? > 0).then_some(lower)
+    text.parse::<api::bandwidth::Bandwidth>()
+        .ok()
+        .map(|_| text.trim().to_ascii_lowercase())
 }
 
 /// The overrides as the API shows them: `null` where the default applies.
@@ -179,17 +169,24 @@ pub fn overrides_json(limits: &UserLimits) -> Value {
 
 /// What applies to the user: overrides resolved against the server's defaults.
 /// `allowed_write_paths` is `null` when writes are not restricted.
-pub fn effective_json(limits: &UserLimits, default_quota_mb: Option<u64>) -> Value {
+pub fn effective_json(limits: &UserLimits, server: &api::ServerConfig) -> Value {
     let storage = match limits.storage {
         Some(StorageLimit::Megabytes(mb)) => Some(mb),
         Some(StorageLimit::Unlimited) => None,
-        None => default_quota_mb,
+        None => server.default_quota_mb,
+    };
+    let rate = |user_override: &Option<String>, default| {
+        match api::bandwidth::effective(user_override.as_deref(), default) {
+            None => json!(UNLIMITED),
+            // The override as written, or the default in bytes per second.
+            Some(_) if user_override.is_some() => json!(user_override),
+            Some(rate) => json!(rate.to_string()),
+        }
     };
     json!({
         "storage_quota_mb": storage.map_or(json!(UNLIMITED), |mb| json!(mb)),
-        // No bandwidth defaults exist yet: without an override a rate is unlimited.
-        "rate_read": limits.rate_read.as_deref().unwrap_or(UNLIMITED),
-        "rate_write": limits.rate_write.as_deref().unwrap_or(UNLIMITED),
+        "rate_read": rate(&limits.rate_read, server.rate_read),
+        "rate_write": rate(&limits.rate_write, server.rate_write),
         "allowed_write_paths": limits.allowed_write_paths,
     })
 }

@@ -116,7 +116,7 @@ fn quota_answer(state: &AppState, row: &UserRow) -> Response {
     (
         StatusCode::OK,
         Json(serde_json::json!({
-            "effective": effective_json(&limits, state.config.default_quota_mb),
+            "effective": effective_json(&limits, &state.config),
             "overrides": overrides_json(&limits),
         })),
     )

@@ -6,6 +6,7 @@
 //! `homeserver all` merges those routers in one process, the split deployment runs
 //! them as separate processes behind the gateway.
 
+pub mod bandwidth;
 pub mod cors;
 pub mod error;
 pub mod health;

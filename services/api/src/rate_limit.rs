@@ -251,7 +251,7 @@ fn client_ip(request: &Request) -> Option<IpAddr> {
 }
 
 /// The first parseable `X-Forwarded-For` entry, else `X-Real-IP` (as the reference).
-fn forwarded_ip(headers: &HeaderMap) -> Option<IpAddr> {
+pub fn forwarded_ip(headers: &HeaderMap) -> Option<IpAddr> {
     let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     header_text("x-forwarded-for")
         .and_then(|list| list.split(',').find_map(|ip| ip.trim().parse().ok()))

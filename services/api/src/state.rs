@@ -22,6 +22,12 @@ pub struct ServerConfig {
     pub max_body_bytes: Option<u64>,
     /// How long a write waits for its event to be projected before answering 202.
     pub projection_wait: Duration,
+    /// Bandwidth of users without an override, for reading and for writing; `None` =
+    /// not limited (see [`crate::bandwidth`]).
+    pub rate_read: Option<crate::bandwidth::Bandwidth>,
+    pub rate_write: Option<crate::bandwidth::Bandwidth>,
+    /// Bandwidth of anonymous reads, per client IP.
+    pub unauthenticated_ip_rate_read: Option<crate::bandwidth::Bandwidth>,
 }
 
 impl ServerConfig {
@@ -32,6 +38,9 @@ impl ServerConfig {
             default_quota_mb: None,
             max_body_bytes: None,
             projection_wait: Duration::from_secs(5),
+            rate_read: None,
+            rate_write: None,
+            unauthenticated_ip_rate_read: None,
         }
     }
 }
@@ -43,6 +52,8 @@ pub struct AppState {
     pub blobs: blobs::BlobStore,
     pub progress: store::Progress,
     pub config: Arc<ServerConfig>,
+    /// Bandwidth token buckets of this process (see [`crate::bandwidth`]).
+    pub throttles: Arc<crate::bandwidth::Throttles>,
     /// Request-count limits; `None` when no rule is configured.
     pub rate_limits: Option<Arc<crate::rate_limit::RateLimits>>,
     /// This process's metrics (see [`crate::metrics`]).
@@ -72,6 +83,7 @@ impl AppState {
             progress,
             config: Arc::new(config),
             rate_limits: None,
+            throttles: Arc::default(),
             metrics,
             health,
             shutdown: tokio_util::sync::CancellationToken::new(),

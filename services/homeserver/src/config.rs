@@ -73,6 +73,12 @@ pub struct Config {
     /// Request-count limits (429), counted across instances through NATS; see the
     /// README. The default limits signup token lookups to 10 a minute per IP.
     pub rate_limits: Vec<api::rate_limit::RateLimitRule>,
+    /// Bandwidth of users without an override (`<n>kb/s`, `mb/s`, `gb/s`, or `/m`):
+    /// downloads, uploads, and anonymous downloads per client IP. Unset = unlimited.
+    /// Transfers over the rate are slowed down, never refused.
+    pub rate_read: Option<String>,
+    pub rate_write: Option<String>,
+    pub unauthenticated_ip_rate_read: Option<String>,
     /// Listener of `GET /metrics` (Prometheus text), `/healthz` and `/readyz`; unset =
     /// no metrics listener (as the reference, whose metrics are off by default). Each
     /// process of a split deployment needs its own address.
@@ -119,6 +125,9 @@ impl Default for Config {
             gateway_events: None,
             log_format: "pretty".into(),
             rate_limits: vec![api::rate_limit::RateLimitRule::signup_token_lookups()],
+            rate_read: None,
+            rate_write: None,
+            unauthenticated_ip_rate_read: None,
             metrics_listen: None,
             admin_listen: None,
             admin_password: None,

@@ -83,6 +83,19 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
     server.default_quota_mb = config.default_quota_mb;
     server.max_body_bytes = config.max_body_bytes;
     server.projection_wait = Duration::from_millis(config.projection_wait_ms);
+    let bandwidth = |name: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|text| text.parse::<api::bandwidth::Bandwidth>())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))
+    };
+    server.rate_read = bandwidth("rate_read", &config.rate_read)?;
+    server.rate_write = bandwidth("rate_write", &config.rate_write)?;
+    server.unauthenticated_ip_rate_read = bandwidth(
+        "unauthenticated_ip_rate_read",
+        &config.unauthenticated_ip_rate_read,
+    )?;
     let rate_limits = api::rate_limit::RateLimits::new(&config.rate_limits, &log)
         .map_err(|e| anyhow::anyhow!("rate_limits: {e}"))?;
     Ok(

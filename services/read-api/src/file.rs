@@ -17,6 +17,7 @@ pub async fn serve(
     method: &Method,
     headers: &HeaderMap,
     target: &StorageTarget,
+    bandwidth: Option<std::sync::Arc<api::bandwidth::Bucket>>,
 ) -> Result<Response, ApiError> {
     if method == Method::HEAD && state.store.user(&target.owner).await?.is_none() {
         return Err(ApiError::not_found());
@@ -83,7 +84,7 @@ pub async fn serve(
             // Counted when the body starts; a client that hangs up early is counted
             // in full (the metric is what was served, not what arrived).
             state.metrics.blob_read(length);
-            Body::from_stream(stream)
+            Body::from_stream(api::bandwidth::throttled(stream, bandwidth))
         }
         // Projected but not in the blob store: data loss, not a client error.
         Err(BlobError::NotFound) => {

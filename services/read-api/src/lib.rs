@@ -10,11 +10,13 @@ mod listing;
 
 use api::tenant::{self, Addressing, StorageTarget};
 use api::{ApiError, AppState, MaybeSession};
+use axum::Extension;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::net::SocketAddr;
 
 /// Features advertised by `GET /info`; clients ignore ids they do not know.
 pub const FEATURES: &[&str] = &["path-addressed-storage", "grant-proof-logout"];
@@ -49,6 +51,7 @@ pub async fn info() -> Response {
 pub async fn get_storage(
     State(state): State<AppState>,
     session: MaybeSession,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -57,13 +60,15 @@ pub async fn get_storage(
         Ok(target) => target,
         Err(e) => return e.into_response(),
     };
-    read(&state, session, &method, &uri, &headers, target).await
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    read(&state, session, peer, &method, &uri, &headers, target).await
 }
 
 /// `GET`/`HEAD /<path>` with the owner from `pubky-host`, `Host` or the query.
 pub async fn get_legacy(
     State(state): State<AppState>,
     session: MaybeSession,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -79,7 +84,10 @@ pub async fn get_legacy(
         })
     });
     match target {
-        Ok(target) => read(&state, session, &method, &uri, &headers, target).await,
+        Ok(target) => {
+            let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+            read(&state, session, peer, &method, &uri, &headers, target).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -87,6 +95,7 @@ pub async fn get_legacy(
 async fn read(
     state: &AppState,
     MaybeSession(session): MaybeSession,
+    peer: Option<std::net::IpAddr>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -104,7 +113,13 @@ async fn read(
             }
             return listing::list(state, &target, uri.query()).await;
         }
-        file::serve(state, method, headers, &target).await
+        let reader = session.as_ref().map(|s| &s.user);
+        let bucket = if method == Method::GET {
+            api::bandwidth::read_bucket(state, reader, headers, peer).await?
+        } else {
+            None
+        };
+        file::serve(state, method, headers, &target, bucket).await
     }
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);

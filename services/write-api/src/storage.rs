@@ -226,7 +226,10 @@ async fn put(
     };
     // Refuse before storing the body when the log cannot take the event anyway.
     state.require_log()?;
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let stream = api::bandwidth::throttled(
+        body.into_data_stream().map_err(std::io::Error::other),
+        api::bandwidth::write_bucket(state, &user),
+    );
     let stored = match state.blobs.put_stream(stream, limit, path).await {
         Ok(stored) => stored,
         Err(PutError::TooLarge { limit }) => {

@@ -155,3 +155,82 @@ async fn per_ip_limits_with_burst_whitelist_and_unextractable_keys() {
         assert_eq!(r.status(), StatusCode::OK);
     }
 }
+
+/// 3 KiB at 1 KiB/s: the bucket holds one second's worth, so the rest takes 2 s.
+const BODY: usize = 3 * 1024;
+const AT_LEAST: std::time::Duration = std::time::Duration::from_millis(1900);
+
+#[tokio::test]
+async fn bandwidth_limits_slow_uploads_and_downloads_instead_of_refusing() {
+    let s = common::start_with(|c| {
+        c.rate_write = Some("1kb/s".into());
+        c.unauthenticated_ip_rate_read = Some("1kb/s".into());
+    })
+    .await;
+    // The writer's override lifts the default write limit; the reader's override
+    // limits reads that the server default leaves unlimited.
+    let fast_writer = s
+        .user_with(
+            &["/:rw"],
+            domain::event::UserLimits {
+                rate_write: Some("unlimited".into()),
+                rate_read: Some("1kb/s".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    let slow_writer = s.user().await;
+    let body = vec![b'x'; BODY];
+
+    let started = std::time::Instant::now();
+    let r = s
+        .http
+        .put(s.storage(&slow_writer, "/pub/slow.bin"))
+        .bearer_auth(&slow_writer.token)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "slowed, not refused");
+    assert!(started.elapsed() >= AT_LEAST, "{:?}", started.elapsed());
+
+    let r = s
+        .http
+        .put(s.storage(&fast_writer, "/pub/fast.bin"))
+        .bearer_auth(&fast_writer.token)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Anonymous download: limited per client IP by the server default.
+    let started = std::time::Instant::now();
+    let got = s
+        .http
+        .get(s.storage(&fast_writer, "/pub/fast.bin"))
+        .header("x-forwarded-for", "10.1.2.3")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), BODY);
+    assert!(started.elapsed() >= AT_LEAST, "{:?}", started.elapsed());
+
+    // The signed-in reader's own override applies to their download.
+    let started = std::time::Instant::now();
+    let got = s
+        .http
+        .get(s.storage(&slow_writer, "/pub/slow.bin"))
+        .bearer_auth(&fast_writer.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got == body, "the whole file");
+    assert!(started.elapsed() >= AT_LEAST, "{:?}", started.elapsed());
+}
