@@ -17,17 +17,25 @@ pub fn router(state: AppState, fanout: events::Fanout) -> Router {
         .put(write_api::put_storage)
         .delete(write_api::delete_storage)
         .fallback(method_not_allowed);
-    Router::new()
+    let routes = Router::new()
         .route("/", get(read_api::root))
         .route("/info", get(read_api::info))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::health::readyz))
         .route("/storage", any(missing_owner))
         .route("/storage/", any(missing_owner))
         .route("/storage/{*rest}", storage)
         .merge(write_api::auth_router())
         .merge(events::router(fanout))
-        .fallback(legacy)
+        .fallback(legacy);
+    client_facing(routes, state)
+}
+
+/// What every client-facing router gets, in `homeserver all` and in each service of
+/// the split deployment: health endpoints, then (from the inside out) rate limits,
+/// request metrics (so 429s are counted) and CORS.
+pub fn client_facing(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::health::readyz))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::rate_limit::enforce,

@@ -212,19 +212,7 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
             state.progress.clone(),
         )),
     };
-    let router = router
-        .route("/healthz", axum::routing::get(api::healthz))
-        .route("/readyz", axum::routing::get(api::health::readyz))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            api::rate_limit::enforce,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            api::metrics::track,
-        ))
-        .layer(api::cors::layer())
-        .with_state(state.clone());
+    let router = homeserver::app::client_facing(router, state.clone());
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     println!("{service:?} listening on http://{}", listener.local_addr()?);
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
