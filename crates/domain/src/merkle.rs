@@ -92,7 +92,8 @@ impl Node {
     /// Where `key` is in this node: `Ok(i)` if it is `items[i]`, else `Err(slot)`, the
     /// child slot whose range holds it.
     pub fn locate(&self, key: &str) -> Result<usize, usize> {
-        self.items.binary_search_by(|item| item.key.as_str().cmp(key))
+        self.items
+            .binary_search_by(|item| item.key.as_str().cmp(key))
     }
 
     /// Every child hash of this node, in key order.
@@ -116,11 +117,7 @@ impl Node {
         let mut previous: &[u8] = &[];
         for item in &self.items {
             let key = item.key.as_bytes();
-            let shared = previous
-                .iter()
-                .zip(key)
-                .take_while(|(a, b)| a == b)
-                .count();
+            let shared = previous.iter().zip(key).take_while(|(a, b)| a == b).count();
             put_varint(&mut out, shared as u64);
             put_varint(&mut out, (key.len() - shared) as u64);
             out.extend_from_slice(&key[shared..]);
@@ -712,8 +709,7 @@ impl<'a, S: NodeSource + ?Sized> DiffSession<'a, S> {
             }
             let node = Node::decode(bytes)?;
             for child in node.children() {
-                if self.local.node(&child).is_none() && !self.fetched.nodes.contains_key(&child)
-                {
+                if self.local.node(&child).is_none() && !self.fetched.nodes.contains_key(&child) {
                     next.push(child);
                 }
             }
