@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod entries;
 pub mod feed;
+pub mod merkle;
 pub mod progress;
 pub mod projection;
 pub mod streams;
@@ -39,6 +40,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: PgPool,
     schema: String,
+    /// Whether the projector maintains the Merkle trees (always, except to measure
+    /// what they cost: see [`Store::without_merkle_for_measurement`]).
+    maintain_merkle: bool,
 }
 
 impl Store {
@@ -60,7 +64,16 @@ impl Store {
         Ok(Store {
             pool,
             schema: schema.to_string(),
+            maintain_merkle: true,
         })
+    }
+
+    /// A store whose projector leaves the Merkle trees alone, only for measuring their
+    /// cost on throughput: the roots it leaves behind are stale.
+    #[doc(hidden)]
+    pub fn without_merkle_for_measurement(mut self) -> Self {
+        self.maintain_merkle = false;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
