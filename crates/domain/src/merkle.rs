@@ -652,6 +652,39 @@ pub fn verify(root: Option<Hash>, key: &str, proof: &Proof) -> Result<Option<Has
     }
 }
 
+/// Hex of a root, with 64 zeros for the empty tree (as in headers and statements).
+pub fn root_hex(root: Option<Hash>) -> String {
+    hex::encode(root.unwrap_or([0; 32]))
+}
+
+/// The statement a homeserver signs (Ed25519, with its own key) about a user's root:
+/// UTF-8 lines `pubky-merkle-root/1`, `user:<z32>`, `tree:pub|priv`, `root:<hex>`,
+/// `seq:<event sequence>`, `time:<unix microseconds>`, each ending in `\n`.
+pub fn root_statement(
+    user: &str,
+    private: bool,
+    root: Option<Hash>,
+    seq: u64,
+    time_us: u64,
+) -> String {
+    let tree = if private { "priv" } else { "pub" };
+    format!(
+        "pubky-merkle-root/1\nuser:{user}\ntree:{tree}\nroot:{}\nseq:{seq}\ntime:{time_us}\n",
+        root_hex(root)
+    )
+}
+
+/// Checks a homeserver's signature over a root statement.
+pub fn verify_root_statement(
+    homeserver: &crate::PublicKey,
+    statement: &str,
+    signature: &[u8; 64],
+) -> bool {
+    homeserver
+        .verify(statement.as_bytes(), &(*signature).into())
+        .is_ok()
+}
+
 /// One path whose value differs between the two trees of a diff.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Difference {

@@ -22,6 +22,19 @@ pub struct ServerConfig {
     pub max_body_bytes: Option<u64>,
     /// How long a write waits for its event to be projected before answering 202.
     pub projection_wait: Duration,
+    /// The homeserver's key, to sign users' Merkle roots; `None` serves them unsigned.
+    pub root_signer: Option<RootSigner>,
+}
+
+/// The homeserver key as the signer of Merkle root statements (its `Debug` shows only
+/// the public key).
+#[derive(Clone)]
+pub struct RootSigner(pub domain::Keypair);
+
+impl std::fmt::Debug for RootSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RootSigner({})", self.0.public_key().to_z32())
+    }
 }
 
 impl ServerConfig {
@@ -32,6 +45,7 @@ impl ServerConfig {
             default_quota_mb: None,
             max_body_bytes: None,
             projection_wait: Duration::from_secs(5),
+            root_signer: None,
         }
     }
 }

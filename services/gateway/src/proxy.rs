@@ -54,6 +54,9 @@ fn upstream_of<'a>(upstreams: &'a Upstreams, method: &Method, path: &str) -> &'a
         || path.starts_with("/signup_tokens/");
     if path.starts_with("/events/") || path == "/events-stream" || path == "/events-ws" {
         &upstreams.events
+    } else if path.starts_with("/merkle/") {
+        // Merkle reads, including the diff's POST of wanted node hashes.
+        &upstreams.read_api
     } else if auth || matches!(*method, Method::PUT | Method::DELETE | Method::POST) {
         &upstreams.write_api
     } else {

@@ -13,6 +13,7 @@ mod cli;
 mod foundation;
 mod interop;
 mod listing_model;
+mod merkle;
 mod private_matrix;
 mod split;
 mod storage;
