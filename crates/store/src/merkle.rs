@@ -307,3 +307,60 @@ impl Store {
         Ok(store)
     }
 }
+
+/// What `homeserver verify` compares, read in one snapshot: a user's entries, the
+/// stored roots and the sequence of the last file event projected for the user.
+#[derive(Debug, Clone)]
+pub struct MerkleSnapshot {
+    /// Sequence of the user's last projected file event (0 if none).
+    pub file_seq: u64,
+    /// Entries of the public tree, sorted by path.
+    pub public: Vec<(String, Hash)>,
+    /// Entries of the private tree, sorted by path.
+    pub private: Vec<(String, Hash)>,
+    pub public_root: TreeRoot,
+    pub private_root: TreeRoot,
+}
+
+impl Store {
+    /// A consistent snapshot of `owner`'s entries and roots; `None` if no such user.
+    pub async fn merkle_snapshot(&self, owner: &str) -> Result<Option<MerkleSnapshot>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let file_seq: Option<i64> =
+            sqlx::query_scalar("SELECT file_seq FROM users WHERE pubkey = $1")
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(file_seq) = file_seq else {
+            return Ok(None);
+        };
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT path, content_hash FROM entries WHERE owner = $1 ORDER BY path")
+                .bind(owner)
+                .fetch_all(&mut *tx)
+                .await?;
+        let (mut public, mut private) = (Vec::new(), Vec::new());
+        for (path, hash) in rows {
+            let hash = to_hash(&hash)?;
+            if is_private_path(&path) {
+                private.push((path, hash));
+            } else {
+                public.push((path, hash));
+            }
+        }
+        let empty = TreeRoot { root: None, seq: 0 };
+        let public_root = read_root(&mut *tx, owner, false).await?.unwrap_or(empty);
+        let private_root = read_root(&mut *tx, owner, true).await?.unwrap_or(empty);
+        tx.commit().await?;
+        Ok(Some(MerkleSnapshot {
+            file_seq: file_seq.max(0) as u64,
+            public,
+            private,
+            public_root,
+            private_root,
+        }))
+    }
+}

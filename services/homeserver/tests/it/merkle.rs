@@ -254,3 +254,61 @@ async fn merkle_requests_are_checked() {
     let (status, _) = json(&s, &format!("/merkle/{}/nodes/xyz", u.z32())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+async fn run_verify(s: &TestServer, user: &str) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_homeserver"))
+        .args(["verify", user])
+        .env("DATABASE_URL", &s.env.database_url)
+        .env("NATS_URL", &s.env.nats_url)
+        .env("HOMESERVER_NATS_STREAM", &s.env.log.stream)
+        .env("HOMESERVER_NATS_SUBJECT_PREFIX", &s.env.log.subject_prefix)
+        .env("HOMESERVER_DATA_DIR", &s.config.data_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run homeserver verify");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn verify_recomputes_the_trees_from_entries_and_log_and_catches_tampering() {
+    let s = start().await;
+    let u = s.user().await;
+    for n in 0..20 {
+        put(&s, &u, &format!("/pub/app/{n}.txt"), &format!("v{n}")).await;
+    }
+    put(&s, &u, "/pub/app/3.txt", "rewritten").await;
+    put(&s, &u, "/priv/a.txt", "private").await;
+    let r = s
+        .http
+        .delete(s.storage(&u, "/pub/app/5.txt"))
+        .bearer_auth(&u.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    let (ok, out) = run_verify(&s, &u.z32()).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("pub: 19 entries"), "{out}");
+    assert!(out.contains("priv: 1 entries"), "{out}");
+    assert!(out.contains("merkle trees verified"), "{out}");
+
+    // A stored root that no longer matches the entries is reported.
+    let pool = sqlx::PgPool::connect(&s.env.database_url).await.unwrap();
+    sqlx::query("UPDATE merkle_roots SET root = $1 WHERE owner = $2 AND NOT private")
+        .bind(vec![7u8; 32])
+        .bind(u.z32())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (ok, out) = run_verify(&s, &u.z32()).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("MISMATCH"), "{out}");
+
+    let (ok, _) = run_verify(&s, &domain::Keypair::random().public_key().to_z32()).await;
+    assert!(!ok, "an unknown user is an error");
+}
