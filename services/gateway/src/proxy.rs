@@ -152,5 +152,8 @@ mod tests {
         assert_eq!(upstream_of(&u, &Method::GET, "/signup_tokens/X"), "w");
         assert_eq!(upstream_of(&u, &Method::GET, "/events/"), "e");
         assert_eq!(upstream_of(&u, &Method::GET, "/events-stream"), "e");
+        // The diff round is a POST, and still a read.
+        assert_eq!(upstream_of(&u, &Method::POST, "/merkle/k/nodes"), "r");
+        assert_eq!(upstream_of(&u, &Method::GET, "/merkle/k/root"), "r");
     }
 }

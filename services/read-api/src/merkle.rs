@@ -130,7 +130,7 @@ async fn nodes(
     body: Bytes,
 ) -> Response {
     let result = async {
-        if body.len() % 32 != 0 {
+        if !body.len().is_multiple_of(32) {
             return Err(ApiError::bad_request(
                 "The body is node hashes of 32 bytes each",
             ));
