@@ -12,6 +12,7 @@ pub mod authorization;
 pub mod capability;
 pub mod event;
 pub mod jws;
+pub mod merkle;
 pub mod path;
 pub mod secret;
 pub mod session_record;

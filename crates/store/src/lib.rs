@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod entries;
 pub mod feed;
+pub mod merkle;
 pub mod progress;
 pub mod projection;
 pub mod streams;
@@ -40,6 +41,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: PgPool,
     schema: String,
+    /// Whether the projector maintains the Merkle trees (always, except to measure
+    /// what they cost: see [`Store::without_merkle_for_measurement`]).
+    maintain_merkle: bool,
 }
 
 impl Store {
@@ -61,7 +65,16 @@ impl Store {
         Ok(Store {
             pool,
             schema: schema.to_string(),
+            maintain_merkle: true,
         })
+    }
+
+    /// A store whose projector leaves the Merkle trees alone, only for measuring their
+    /// cost on throughput: the roots it leaves behind are stale.
+    #[doc(hidden)]
+    pub fn without_merkle_for_measurement(mut self) -> Self {
+        self.maintain_merkle = false;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -6,6 +6,7 @@
 //! which makes redelivery harmless. After the commit a `pg_notify` wakes the writers of
 //! other processes that wait for their event to be visible (read-your-writes).
 
+use crate::merkle::BatchTrees;
 use crate::{Result, Store, StoreError, micros_to_i64};
 use domain::event::{Change, Digest, StorageLimit, UserLimits};
 use domain::{Event, EventSeq};
@@ -53,13 +54,19 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let mut checkpoint = current.unwrap_or(0);
+        // The users' Merkle trees move in this same transaction (exactly-once with the
+        // entries); nodes are cached for the batch and written once at its end.
+        let mut trees = self.maintain_merkle.then(BatchTrees::default);
         for (seq, event) in events {
             let seq = seq.0 as i64;
             if seq <= checkpoint {
                 continue;
             }
-            apply(&mut tx, seq, event).await?;
+            apply(&mut tx, seq, event, trees.as_mut()).await?;
             checkpoint = seq;
+        }
+        if let Some(trees) = trees {
+            trees.flush(&mut tx).await?;
         }
         sqlx::query(
             "INSERT INTO projector_checkpoints (name, last_seq) VALUES ($1, $2)
@@ -79,7 +86,12 @@ impl Store {
     }
 }
 
-async fn apply(tx: &mut Transaction<'_, Postgres>, seq: i64, event: &Event) -> Result<()> {
+async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    seq: i64,
+    event: &Event,
+    mut trees: Option<&mut BatchTrees>,
+) -> Result<()> {
     let user = event.user.to_z32();
     let ts = micros_to_i64(event.ts);
     match &event.change {
@@ -228,9 +240,13 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: i64, event: &Event) -> R
             size,
             content_type,
         } => {
+            let root = match trees.as_deref_mut() {
+                Some(trees) => Some(trees.edit(tx, &user, path, Some(content_hash.0)).await?),
+                None => None,
+            };
             // One statement: the CTEs all see the table as it was before the upsert, so
             // `old` is the previous version's size for the quota arithmetic.
-            sqlx::query(
+            let done = sqlx::query(
                 "WITH old AS (SELECT size FROM entries WHERE owner = $1 AND path = $2),
                  upsert AS (
                     INSERT INTO entries (owner, path, content_hash, size, content_type, modified_us, seq)
@@ -242,8 +258,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: i64, event: &Event) -> R
                     WHERE entries.seq < excluded.seq
                  ),
                  feed AS (
-                    INSERT INTO events (seq, owner, op, path, content_hash, created_us, private)
-                    VALUES ($7, $1, 'PUT', $2, $3, $6, $8) ON CONFLICT DO NOTHING
+                    INSERT INTO events (seq, owner, op, path, content_hash, created_us, private, merkle_root)
+                    VALUES ($7, $1, 'PUT', $2, $3, $6, $8, $10) ON CONFLICT DO NOTHING
                  )
                  UPDATE users SET
                     used_bytes = used_bytes + $4 - COALESCE((SELECT size FROM old), -$9),
@@ -259,16 +275,28 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: i64, event: &Event) -> R
             .bind(seq)
             .bind(is_private(path))
             .bind(ENTRY_OVERHEAD_BYTES)
+            .bind(root.flatten().map(|h| h.to_vec()))
             .execute(&mut **tx)
             .await?;
+            // The final UPDATE touches the user row iff the user exists, which is also
+            // when the entry was written: only then does the tree take the change.
+            if let (Some(trees), Some(root)) = (trees, root)
+                && done.rows_affected() == 1
+            {
+                trees.adopt(&user, path, root, seq);
+            }
             return Ok(());
         }
         Change::FileDeleted { path } => {
-            sqlx::query(
+            let root = match trees.as_deref_mut() {
+                Some(trees) => Some(trees.edit(tx, &user, path, None).await?),
+                None => None,
+            };
+            let done = sqlx::query(
                 "WITH gone AS (DELETE FROM entries WHERE owner = $1 AND path = $2 RETURNING size),
                  feed AS (
-                    INSERT INTO events (seq, owner, op, path, content_hash, created_us, private)
-                    VALUES ($3, $1, 'DEL', $2, NULL, $4, $5) ON CONFLICT DO NOTHING
+                    INSERT INTO events (seq, owner, op, path, content_hash, created_us, private, merkle_root)
+                    VALUES ($3, $1, 'DEL', $2, NULL, $4, $5, $7) ON CONFLICT DO NOTHING
                  )
                  UPDATE users SET
                     used_bytes = used_bytes - COALESCE((SELECT size + $6 FROM gone), 0),
@@ -281,8 +309,14 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: i64, event: &Event) -> R
             .bind(ts)
             .bind(is_private(path))
             .bind(ENTRY_OVERHEAD_BYTES)
+            .bind(root.flatten().map(|h| h.to_vec()))
             .execute(&mut **tx)
             .await?;
+            if let (Some(trees), Some(root)) = (trees, root)
+                && done.rows_affected() == 1
+            {
+                trees.adopt(&user, path, root, seq);
+            }
             return Ok(());
         }
         Change::UserDisabled | Change::UserEnabled => {

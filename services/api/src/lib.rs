@@ -19,7 +19,7 @@ pub mod writer;
 
 pub use error::ApiError;
 pub use session::{MaybeSession, Session, SessionKind};
-pub use state::{AppState, ServerConfig, SignupMode};
+pub use state::{AppState, RootSigner, ServerConfig, SignupMode};
 pub use tenant::StorageTarget;
 
 /// Microseconds since the Unix epoch: the time unit of events.

@@ -28,6 +28,19 @@ pub struct ServerConfig {
     pub rate_write: Option<crate::bandwidth::Bandwidth>,
     /// Bandwidth of anonymous reads, per client IP.
     pub unauthenticated_ip_rate_read: Option<crate::bandwidth::Bandwidth>,
+    /// The homeserver's key, to sign users' Merkle roots; `None` serves them unsigned.
+    pub root_signer: Option<RootSigner>,
+}
+
+/// The homeserver key as the signer of Merkle root statements (its `Debug` shows only
+/// the public key).
+#[derive(Clone)]
+pub struct RootSigner(pub domain::Keypair);
+
+impl std::fmt::Debug for RootSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RootSigner({})", self.0.public_key().to_z32())
+    }
 }
 
 impl ServerConfig {
@@ -41,6 +54,7 @@ impl ServerConfig {
             rate_read: None,
             rate_write: None,
             unauthenticated_ip_rate_read: None,
+            root_signer: None,
         }
     }
 }

@@ -109,6 +109,9 @@ fn upstream_of<'a>(upstreams: &'a Upstreams, method: &Method, path: &str) -> &'a
         || path.starts_with("/signup_tokens/");
     if path.starts_with("/events/") || path == "/events-stream" || path == "/events-ws" {
         &upstreams.events
+    } else if path.starts_with("/merkle/") {
+        // Merkle reads, including the diff's POST of wanted node hashes.
+        &upstreams.read_api
     } else if auth || matches!(*method, Method::PUT | Method::DELETE | Method::POST) {
         &upstreams.write_api
     } else {
@@ -204,5 +207,8 @@ mod tests {
         assert_eq!(upstream_of(&u, &Method::GET, "/signup_tokens/X"), "w");
         assert_eq!(upstream_of(&u, &Method::GET, "/events/"), "e");
         assert_eq!(upstream_of(&u, &Method::GET, "/events-stream"), "e");
+        // The diff round is a POST, and still a read.
+        assert_eq!(upstream_of(&u, &Method::POST, "/merkle/k/nodes"), "r");
+        assert_eq!(upstream_of(&u, &Method::GET, "/merkle/k/root"), "r");
     }
 }

@@ -79,6 +79,7 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
     let log = log::EventLog::connect(config.log_config()).await?;
     let blobs = blobs::BlobStore::new(&config.blob_config())?;
     let mut server = ServerConfig::new(keypair.public_key());
+    server.root_signer = Some(api::RootSigner(keypair.clone()));
     server.signup_mode = config.signup_mode;
     server.default_quota_mb = config.default_quota_mb;
     server.max_body_bytes = config.max_body_bytes;

@@ -10,8 +10,10 @@
 //! that the result equals the live projections.
 
 mod rebuild;
+mod verify;
 
 pub use rebuild::{RebuildReport, rebuild};
+pub use verify::{TreeCheck, VerifyReport, verify};
 
 use domain::{Event, EventSeq};
 use futures::StreamExt;

@@ -7,6 +7,7 @@
 
 mod file;
 mod listing;
+pub mod merkle;
 
 use api::tenant::{self, Addressing, StorageTarget};
 use api::{ApiError, AppState, MaybeSession};
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(root))
         .route("/info", get(info))
         .route("/storage/{*rest}", get(get_storage))
+        .merge(merkle::router())
         .fallback(get_legacy)
 }
 
@@ -123,6 +125,7 @@ async fn read(
     }
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    merkle::add_root_header(state, &target.owner, target.path.as_str(), &mut response).await;
     tenant::add_cache_headers(&mut response, &target.path, target.addressing);
     response
 }

@@ -14,6 +14,7 @@ mod cli;
 mod foundation;
 mod interop;
 mod listing_model;
+mod merkle;
 mod metrics;
 mod private_matrix;
 mod rate_limits;

@@ -1,0 +1,366 @@
+//! The users' Merkle Search Trees in Postgres: nodes, roots, and their maintenance
+//! inside the projector's transaction (see `docs/merkle.md`).
+//!
+//! The tree logic is `domain::merkle` (pure); this module owns where nodes live and
+//! when they are read and written. During one batch, [`BatchTrees`] keeps every node it
+//! has read and every node it has made in memory, so a node is read from Postgres at
+//! most once per batch, and at the end writes only the new nodes reachable from each
+//! tree's final root, with the root, in the batch's transaction.
+
+use crate::{Result, Store, StoreError};
+use domain::merkle::{self, Hash, MerkleError, Node, NodeSource, Proof};
+use sqlx::{Postgres, Transaction};
+use std::collections::HashMap;
+
+/// Node reads one edit may need before giving up: an edit touches a few nodes per
+/// level, so this is far above any real tree and only stops a corrupt one.
+const MAX_LOADS_PER_EDIT: usize = 4096;
+
+/// The current root of one of a user's trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeRoot {
+    /// `None` for an empty tree.
+    pub root: Option<Hash>,
+    /// The sequence of the event that produced this root (0 if none yet).
+    pub seq: u64,
+}
+
+/// Which of a user's two trees a path belongs to: `/priv/` paths are in the private one.
+pub fn is_private_path(path: &str) -> bool {
+    path.starts_with("/priv/")
+}
+
+#[derive(Default)]
+struct TreeState {
+    root: Option<Hash>,
+    seq: i64,
+    dirty: bool,
+}
+
+/// One user's nodes during a batch.
+#[derive(Default)]
+struct OwnerTrees {
+    loaded: HashMap<Hash, Node>,
+    created: HashMap<Hash, Node>,
+    /// Indexed by `private as usize`; `None` until the root is read.
+    trees: [Option<TreeState>; 2],
+}
+
+impl NodeSource for OwnerTrees {
+    fn node(&self, hash: &Hash) -> Option<Node> {
+        self.created
+            .get(hash)
+            .or_else(|| self.loaded.get(hash))
+            .cloned()
+    }
+}
+
+/// The trees touched by one batch of events.
+#[derive(Default)]
+pub(crate) struct BatchTrees {
+    owners: HashMap<String, OwnerTrees>,
+}
+
+impl BatchTrees {
+    /// Computes the root of `owner`'s tree after setting (`Some`) or removing (`None`)
+    /// `path`, without adopting it: [`BatchTrees::adopt`] does once the entry is known
+    /// to be written.
+    pub(crate) async fn edit(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        owner: &str,
+        path: &str,
+        value: Option<Hash>,
+    ) -> Result<Option<Hash>> {
+        let private = is_private_path(path);
+        let trees = self.owners.entry(owner.to_owned()).or_default();
+        let root = match &trees.trees[private as usize] {
+            Some(state) => state.root,
+            None => {
+                let state = read_root(&mut **tx, owner, private)
+                    .await?
+                    .map(|r| TreeState {
+                        root: r.root,
+                        seq: r.seq as i64,
+                        dirty: false,
+                    })
+                    .unwrap_or_default();
+                let root = state.root;
+                trees.trees[private as usize] = Some(state);
+                root
+            }
+        };
+        for _ in 0..MAX_LOADS_PER_EDIT {
+            let result = match value {
+                Some(value) => merkle::insert(&*trees, root, path, value),
+                None => merkle::remove(&*trees, root, path),
+            };
+            match result {
+                Ok(edit) => {
+                    trees.created.extend(edit.created);
+                    return Ok(edit.root);
+                }
+                Err(MerkleError::Missing(hash)) => {
+                    let node = read_node(&mut **tx, owner, &hash).await?.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "merkle node {} of {owner} is missing",
+                            hex(&hash)
+                        ))
+                    })?;
+                    trees.loaded.insert(hash, node);
+                }
+                Err(e) => return Err(StoreError::Corrupt(format!("merkle tree of {owner}: {e}"))),
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "merkle tree of {owner} needs too many nodes for one edit"
+        )))
+    }
+
+    /// Makes `root` the current root of the tree of `path`, as of event `seq`.
+    pub(crate) fn adopt(&mut self, owner: &str, path: &str, root: Option<Hash>, seq: i64) {
+        let private = is_private_path(path);
+        if let Some(state) = self
+            .owners
+            .get_mut(owner)
+            .and_then(|trees| trees.trees[private as usize].as_mut())
+        {
+            state.root = root;
+            state.seq = seq;
+            state.dirty = true;
+        }
+    }
+
+    /// Writes the new nodes and the roots of every changed tree.
+    pub(crate) async fn flush(self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+        for (owner, trees) in &self.owners {
+            for (index, state) in trees.trees.iter().enumerate() {
+                let Some(state) = state.as_ref().filter(|state| state.dirty) else {
+                    continue;
+                };
+                let private = index == 1;
+                let new = merkle::reachable_new(state.root, &trees.created);
+                if !new.is_empty() {
+                    let hashes: Vec<Vec<u8>> = new.iter().map(|(h, _)| h.to_vec()).collect();
+                    let bodies: Vec<Vec<u8>> = new.iter().map(|(_, n)| n.encode()).collect();
+                    sqlx::query(
+                        "INSERT INTO merkle_nodes (owner, hash, private, body)
+                         SELECT $1, h, $2, b FROM unnest($3::bytea[], $4::bytea[]) AS t(h, b)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(owner)
+                    .bind(private)
+                    .bind(hashes)
+                    .bind(bodies)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO merkle_roots (owner, private, root, seq) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (owner, private) DO UPDATE SET root = excluded.root, seq = excluded.seq",
+                )
+                .bind(owner)
+                .bind(private)
+                .bind(state.root.map(|h| h.to_vec()))
+                .bind(state.seq)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn read_root<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    owner: &str,
+    private: bool,
+) -> Result<Option<TreeRoot>> {
+    let row: Option<(Option<Vec<u8>>, i64)> =
+        sqlx::query_as("SELECT root, seq FROM merkle_roots WHERE owner = $1 AND private = $2")
+            .bind(owner)
+            .bind(private)
+            .fetch_optional(executor)
+            .await?;
+    row.map(|(root, seq)| {
+        Ok(TreeRoot {
+            root: root.map(|r| to_hash(&r)).transpose()?,
+            seq: seq.max(0) as u64,
+        })
+    })
+    .transpose()
+}
+
+async fn read_node<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    owner: &str,
+    hash: &Hash,
+) -> Result<Option<Node>> {
+    let body: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT body FROM merkle_nodes WHERE owner = $1 AND hash = $2")
+            .bind(owner)
+            .bind(&hash[..])
+            .fetch_optional(executor)
+            .await?;
+    body.map(|body| decode_checked(&body, hash)).transpose()
+}
+
+/// Decodes a stored node and checks it is the one asked for.
+fn decode_checked(body: &[u8], hash: &Hash) -> Result<Node> {
+    if blake3::hash(body).as_bytes() != hash {
+        return Err(StoreError::Corrupt(format!(
+            "merkle node {} does not match its hash",
+            hex(hash)
+        )));
+    }
+    Node::decode(body).map_err(|e| StoreError::Corrupt(format!("merkle node {}: {e}", hex(hash))))
+}
+
+fn to_hash(bytes: &[u8]) -> Result<Hash> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("merkle hash is not 32 bytes".into()))
+}
+
+fn hex(hash: &Hash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    /// The current root of `owner`'s public or private tree (empty if never written).
+    pub async fn merkle_root(&self, owner: &str, private: bool) -> Result<TreeRoot> {
+        Ok(read_root(&self.pool, owner, private)
+            .await?
+            .unwrap_or(TreeRoot { root: None, seq: 0 }))
+    }
+
+    /// The encodings of those of `hashes` that are nodes of `owner`'s tree (public or
+    /// private), in the order asked; unknown hashes are left out.
+    pub async fn merkle_nodes(
+        &self,
+        owner: &str,
+        private: bool,
+        hashes: &[Hash],
+    ) -> Result<Vec<(Hash, Vec<u8>)>> {
+        let wanted: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT hash, body FROM merkle_nodes
+             WHERE owner = $1 AND private = $2 AND hash = ANY($3::bytea[])",
+        )
+        .bind(owner)
+        .bind(private)
+        .bind(wanted)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found: HashMap<Hash, Vec<u8>> = HashMap::with_capacity(rows.len());
+        for (hash, body) in rows {
+            found.insert(to_hash(&hash)?, body);
+        }
+        Ok(hashes
+            .iter()
+            .filter_map(|h| found.remove(h).map(|body| (*h, body)))
+            .collect())
+    }
+
+    /// The inclusion or absence proof for `path` under the current root of its tree.
+    /// Root and nodes are read in one repeatable-read snapshot so they agree.
+    pub async fn merkle_proof(&self, owner: &str, path: &str) -> Result<(TreeRoot, Proof)> {
+        let private = is_private_path(path);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let root = read_root(&mut *tx, owner, private)
+            .await?
+            .unwrap_or(TreeRoot { root: None, seq: 0 });
+        let mut nodes = Vec::new();
+        let mut next = root.root;
+        // A proof has one node per level; levels strictly decrease, so at most 256.
+        for _ in 0..=256 {
+            let Some(hash) = next else { break };
+            let node = read_node(&mut *tx, owner, &hash).await?.ok_or_else(|| {
+                StoreError::Corrupt(format!("merkle node {} of {owner} is missing", hex(&hash)))
+            })?;
+            nodes.push(node.encode());
+            next = match node.locate(path) {
+                Ok(_) => None,
+                Err(slot) => node.child(slot),
+            };
+        }
+        tx.commit().await?;
+        Ok((root, Proof { nodes }))
+    }
+
+    /// Every node of `owner`'s tree (public or private), for verification and tools.
+    pub async fn merkle_all_nodes(&self, owner: &str, private: bool) -> Result<merkle::MemStore> {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT hash, body FROM merkle_nodes WHERE owner = $1 AND private = $2")
+                .bind(owner)
+                .bind(private)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut store = merkle::MemStore::default();
+        for (hash, body) in rows {
+            let hash = to_hash(&hash)?;
+            store.nodes.insert(hash, decode_checked(&body, &hash)?);
+        }
+        Ok(store)
+    }
+}
+
+/// What `homeserver verify` compares, read in one snapshot: a user's entries, the
+/// stored roots and the sequence of the last file event projected for the user.
+#[derive(Debug, Clone)]
+pub struct MerkleSnapshot {
+    /// Sequence of the user's last projected file event (0 if none).
+    pub file_seq: u64,
+    /// Entries of the public tree, sorted by path.
+    pub public: Vec<(String, Hash)>,
+    /// Entries of the private tree, sorted by path.
+    pub private: Vec<(String, Hash)>,
+    pub public_root: TreeRoot,
+    pub private_root: TreeRoot,
+}
+
+impl Store {
+    /// A consistent snapshot of `owner`'s entries and roots; `None` if no such user.
+    pub async fn merkle_snapshot(&self, owner: &str) -> Result<Option<MerkleSnapshot>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let file_seq: Option<i64> =
+            sqlx::query_scalar("SELECT file_seq FROM users WHERE pubkey = $1")
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(file_seq) = file_seq else {
+            return Ok(None);
+        };
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT path, content_hash FROM entries WHERE owner = $1 ORDER BY path")
+                .bind(owner)
+                .fetch_all(&mut *tx)
+                .await?;
+        let (mut public, mut private) = (Vec::new(), Vec::new());
+        for (path, hash) in rows {
+            let hash = to_hash(&hash)?;
+            if is_private_path(&path) {
+                private.push((path, hash));
+            } else {
+                public.push((path, hash));
+            }
+        }
+        let empty = TreeRoot { root: None, seq: 0 };
+        let public_root = read_root(&mut *tx, owner, false).await?.unwrap_or(empty);
+        let private_root = read_root(&mut *tx, owner, true).await?.unwrap_or(empty);
+        tx.commit().await?;
+        Ok(Some(MerkleSnapshot {
+            file_seq: file_seq.max(0) as u64,
+            public,
+            private,
+            public_root,
+            private_root,
+        }))
+    }
+}

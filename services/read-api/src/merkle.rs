@@ -1,0 +1,237 @@
+//! The Merkle endpoints (docs/merkle.md): a user's signed public root, tree nodes by
+//! hash (one, or many in one round trip for the diff protocol), inclusion/absence
+//! proofs, and the root header on storage reads.
+//!
+//! Routes live under `/merkle/<user>/...`, outside `/storage/` and the legacy
+//! `/pub/`, `/priv/` paths, so they can never shadow a file. Only the public tree is
+//! served here: a private tree's nodes name private paths.
+
+use api::{ApiError, AppState};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use domain::PublicKey;
+use domain::merkle::{self, Hash};
+use domain::tenant::parse_storage_owner;
+use percent_encoding::percent_decode_str;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The header carrying the current root of the tree a read path belongs to.
+pub const ROOT_HEADER: HeaderName = HeaderName::from_static("pubky-merkle-root");
+
+/// Most node hashes one `POST .../nodes` may ask for (a diff round wants one node per
+/// differing subtree of a level; a client with more asks in several requests).
+pub const MAX_NODES_PER_REQUEST: usize = 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/merkle/{owner}/root", get(root))
+        .route("/merkle/{owner}/nodes", axum::routing::post(nodes))
+        .route("/merkle/{owner}/nodes/{hash}", get(node))
+        .route("/merkle/{owner}/proof", get(proof))
+}
+
+async fn owner(state: &AppState, segment: &str) -> Result<PublicKey, ApiError> {
+    let owner = parse_storage_owner(segment)
+        .map_err(|_| ApiError::bad_request("Invalid user public key"))?;
+    if state.store.user(&owner).await?.is_none() {
+        return Err(ApiError::not_found());
+    }
+    Ok(owner)
+}
+
+/// `GET /merkle/<user>/root`: the user's public root, signed by the homeserver.
+async fn root(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
+    let result = async {
+        let owner = owner(&state, &segment).await?;
+        let user = owner.to_z32();
+        let root = state.store.merkle_root(&user, false).await?;
+        let time_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let statement = merkle::root_statement(&user, false, root.root, root.seq, time_us);
+        let signature = state
+            .config
+            .root_signer
+            .as_ref()
+            .map(|signer| hex::encode(signer.0.sign(statement.as_bytes()).to_bytes()));
+        let body = serde_json::json!({
+            "user": user,
+            "tree": "pub",
+            "root": merkle::root_hex(root.root),
+            "seq": root.seq,
+            "time": time_us,
+            "statement": statement,
+            "signer": state.config.public_key.to_z32(),
+            "signature": signature,
+        });
+        Ok::<_, ApiError>(
+            (
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                body.to_string(),
+            )
+                .into_response(),
+        )
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn parse_hash(text: &str) -> Result<Hash, ApiError> {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(text, &mut hash)
+        .map_err(|_| ApiError::bad_request("A node hash is 64 hex digits"))?;
+    Ok(hash)
+}
+
+/// `GET /merkle/<user>/nodes/<hash>`: one node's encoding.
+async fn node(
+    State(state): State<AppState>,
+    Path((segment, hash)): Path<(String, String)>,
+) -> Response {
+    let result = async {
+        let hash = parse_hash(&hash)?;
+        let owner = owner(&state, &segment).await?;
+        let mut found = state
+            .store
+            .merkle_nodes(&owner.to_z32(), false, &[hash])
+            .await?;
+        let (_, body) = found.pop().ok_or_else(ApiError::not_found)?;
+        Ok::<_, ApiError>(node_response(body))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn node_response(body: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            // A node never changes: its address is its hash.
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `POST /merkle/<user>/nodes`: the body is wanted node hashes, 32 raw bytes each; the
+/// answer is each known one as a 4-byte big-endian length and its encoding, in the
+/// order asked (unknown hashes are left out). One diff round is one such request.
+async fn nodes(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        if !body.len().is_multiple_of(32) {
+            return Err(ApiError::bad_request(
+                "The body is node hashes of 32 bytes each",
+            ));
+        }
+        if body.len() / 32 > MAX_NODES_PER_REQUEST {
+            return Err(ApiError::bad_request(format!(
+                "At most {MAX_NODES_PER_REQUEST} node hashes per request"
+            )));
+        }
+        let owner = owner(&state, &segment).await?;
+        let hashes: Vec<Hash> = body
+            .chunks_exact(32)
+            .map(|chunk| {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(chunk);
+                hash
+            })
+            .collect();
+        let found = state
+            .store
+            .merkle_nodes(&owner.to_z32(), false, &hashes)
+            .await?;
+        let mut out = Vec::new();
+        for (_, node) in found {
+            out.extend_from_slice(&(node.len() as u32).to_be_bytes());
+            out.extend_from_slice(&node);
+        }
+        Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /merkle/<user>/proof?path=/pub/...`: the inclusion or absence proof of a
+/// public path under the current root.
+async fn proof(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let result = async {
+        let path = query
+            .as_deref()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("path="))
+            .ok_or_else(|| ApiError::bad_request("Missing `path` query parameter"))?;
+        let path = percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|_| ApiError::bad_request("Path is not valid UTF-8"))?
+            .into_owned();
+        if store::merkle::is_private_path(&path) {
+            return Err(ApiError::bad_request(
+                "Proofs are served for public paths only",
+            ));
+        }
+        let owner = owner(&state, &segment).await?;
+        let (root, proof) = state.store.merkle_proof(&owner.to_z32(), &path).await?;
+        let value = merkle::verify(root.root, &path, &proof)
+            .map_err(|e| store::StoreError::Corrupt(format!("stored proof: {e}")))?;
+        let body = serde_json::json!({
+            "user": owner.to_z32(),
+            "path": path,
+            "root": merkle::root_hex(root.root),
+            "seq": root.seq,
+            "value": value.map(hex::encode),
+            "nodes": proof.nodes.iter().map(hex::encode).collect::<Vec<_>>(),
+        });
+        Ok::<_, ApiError>(
+            (
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                body.to_string(),
+            )
+                .into_response(),
+        )
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Adds the root of the tree `path` belongs to to a successful read's response. The
+/// read was authorized before, so a private path's root is only shown to its readers.
+pub async fn add_root_header(
+    state: &AppState,
+    owner: &PublicKey,
+    path: &str,
+    response: &mut Response,
+) {
+    let status = response.status();
+    if !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
+        return;
+    }
+    let private = store::merkle::is_private_path(path);
+    // The header is an extra: a failed lookup leaves it out rather than failing a read
+    // that has already succeeded.
+    if let Ok(root) = state.store.merkle_root(&owner.to_z32(), private).await
+        && let Ok(value) = HeaderValue::from_str(&merkle::root_hex(root.root))
+    {
+        response.headers_mut().insert(ROOT_HEADER, value);
+    }
+}
