@@ -32,8 +32,8 @@ help:
 	@echo 'make run            services, then the whole homeserver in one process'
 	@echo 'make test           services, then cargo test --workspace'
 	@echo 'make lint           rustfmt check and clippy with warnings as errors'
-	@echo 'make bench          benchmarks (hs-bench)'
-	@echo 'make bench-compare  benchmarks against the reference homeserver'
+	@echo 'make bench          benchmarks of our homeserver, quick (BENCH_ARGS=--full)'
+	@echo 'make bench-compare  the same for ours and the reference (pubky-homeserver 0.17.1)'
 	@echo 'make up / down      split deployment with docker compose'
 
 services:

@@ -49,7 +49,8 @@ pub struct Server {
     pub base: String,
     pub public_key: PublicKey,
     child: Child,
-    database: String,
+    /// Its own database in the Postgres of the run.
+    pub database: String,
     stream: Option<String>,
     pub log_path: PathBuf,
 }
@@ -128,6 +129,11 @@ impl Server {
         let keypair = Keypair::random();
         keypair.write_secret_key_file(&dir.join("secret"))?;
         let (http, tls, admin) = (free_port()?, free_port()?, free_port()?);
+        // An empty relay list is refused ("passed an empty list of relays") and an
+        // absent one keeps the public relays of the defaults, so the relay is a
+        // loopback port nobody listens on: relay publishes fail at once and the
+        // first publish succeeds through the local DHT.
+        let dead_relay = free_port()?;
         let bootstrap = env
             .dht_bootstrap
             .iter()
@@ -160,7 +166,7 @@ public_ip = "127.0.0.1"
 icann_domain = "localhost"
 user_keys_republisher_interval = 0
 dht_bootstrap_nodes = [{bootstrap}]
-dht_relay_nodes = []
+dht_relay_nodes = ["http://127.0.0.1:{dead_relay}"]
 dht_request_timeout_ms = 200
 
 [logging]

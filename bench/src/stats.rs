@@ -61,9 +61,10 @@ pub struct Memory {
     pub server_vmhwm_mib: f64,
     /// Highest sampled `VmRSS` of the NATS server (None: not found).
     pub nats_peak_rss_mib: Option<f64>,
-    /// Highest sampled sum of `VmRSS` over the Postgres postmaster and its children.
-    /// Shared buffers are counted once per process that touched them, so this
-    /// overstates real use; it is comparable between the two servers of one run.
+    /// Highest sampled sum of `VmRSS` over the Postgres backends serving this
+    /// server's database (other databases of a shared cluster are left out). Shared
+    /// buffers are counted once per backend that touched them, so this overstates
+    /// real use; it is comparable between the two servers of one run.
     pub postgres_peak_rss_sum_mib: Option<f64>,
 }
 
@@ -93,6 +94,8 @@ pub struct Pids {
     pub server: u32,
     pub nats: Option<u32>,
     pub postgres: Option<u32>,
+    /// The database whose backends are counted.
+    pub database: String,
 }
 
 /// Samples memory every 50 ms and keeps the maxima since the last [`Sampler::reset`].
@@ -122,7 +125,7 @@ impl Sampler {
                     n.fetch_max(status_kib(pid, "VmRSS").unwrap_or(0), Ordering::Relaxed);
                 }
                 if let Some(pid) = pp.postgres {
-                    p.fetch_max(tree_rss_kib(pid), Ordering::Relaxed);
+                    p.fetch_max(backends_rss_kib(pid, &pp.database), Ordering::Relaxed);
                 }
             }
         });
@@ -154,8 +157,10 @@ impl Sampler {
             self.nats.fetch_max(last, Ordering::Relaxed);
         }
         if let Some(pid) = self.pids.postgres {
-            self.postgres
-                .fetch_max(tree_rss_kib(pid), Ordering::Relaxed);
+            self.postgres.fetch_max(
+                backends_rss_kib(pid, &self.pids.database),
+                Ordering::Relaxed,
+            );
         }
         Memory {
             server_peak_rss_mib: mib(self.server.load(Ordering::Relaxed)),
@@ -192,14 +197,20 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
-/// `VmRSS` of `root` plus its direct children (Postgres backends are children of the
-/// postmaster).
-fn tree_rss_kib(root: u32) -> u64 {
-    let mut total = status_kib(root, "VmRSS").unwrap_or(0);
-    for pid in children(root) {
-        total += status_kib(pid, "VmRSS").unwrap_or(0);
-    }
-    total
+/// `VmRSS` summed over the children of the postmaster `root` whose process title
+/// names `database` (backends are titled `postgres: <user> <database> <client> ...`).
+fn backends_rss_kib(root: u32, database: &str) -> u64 {
+    children(root)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .split_whitespace()
+                    .any(|word| word == database)
+            })
+        })
+        .map(|pid| status_kib(pid, "VmRSS").unwrap_or(0))
+        .sum()
 }
 
 fn children(parent: u32) -> Vec<u32> {
