@@ -52,6 +52,8 @@ pub struct Server {
     /// Its own database in the Postgres of the run.
     pub database: String,
     stream: Option<String>,
+    /// Data directory (identity, blobs), removed at `stop`; the log is kept.
+    dir: PathBuf,
     pub log_path: PathBuf,
 }
 
@@ -102,6 +104,7 @@ impl Server {
             child,
             database,
             stream: Some(stream),
+            dir: dir.clone(),
             log_path,
         };
         server.wait_ready().await?;
@@ -195,6 +198,7 @@ module_levels = []
             child,
             database,
             stream: None,
+            dir: dir.clone(),
             log_path,
         };
         server.wait_ready().await?;
@@ -246,6 +250,8 @@ module_levels = []
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         drop_database(&env.database_url, &self.database).await?;
+        // Blobs of a full run are hundreds of MiB.
+        let _ = std::fs::remove_dir_all(&self.dir);
         if let Some(stream) = self.stream.take() {
             let client = async_nats::connect(&env.nats_url).await?;
             let js = async_nats::jetstream::new(client);
