@@ -19,7 +19,7 @@ ifdef PUBKY_DHT_BOOTSTRAP
 export PUBKY_DHT_BOOTSTRAP
 endif
 
-# Extra arguments for the benchmark runner, e.g. make bench BENCH_ARGS='--quick'.
+# Extra arguments for the benchmark runner, e.g. make bench BENCH_ARGS='--full'.
 BENCH_ARGS ?=
 
 COMPOSE ?= docker compose
@@ -32,8 +32,8 @@ help:
 	@echo 'make run            services, then the whole homeserver in one process'
 	@echo 'make test           services, then cargo test --workspace'
 	@echo 'make lint           rustfmt check and clippy with warnings as errors'
-	@echo 'make bench          benchmarks (hs-bench)'
-	@echo 'make bench-compare  benchmarks against the reference homeserver'
+	@echo 'make bench          benchmarks of our homeserver, quick (BENCH_ARGS=--full)'
+	@echo 'make bench-compare  the same for ours and the reference (pubky-homeserver 0.17.1)'
 	@echo 'make up / down      split deployment with docker compose'
 
 services:
@@ -56,19 +56,25 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# The benchmark crate does not exist yet: say so instead of a cargo error.
-HAVE_BENCH = cargo metadata --no-deps --format-version 1 | grep -q '"name":"hs-bench"' || \
-	{ echo 'make: hs-bench is not built yet (no package hs-bench in the workspace)' >&2; exit 1; }
+# The reference homeserver of `make bench-compare`, built once from crates.io into
+# .tools/ (a release build of its whole dependency tree: 10+ minutes on two cores).
+REFERENCE_VERSION := 0.17.1
+REFERENCE_ROOT := .tools/pubky-homeserver-$(REFERENCE_VERSION)
+REFERENCE_BIN := $(REFERENCE_ROOT)/bin/pubky-homeserver
 
+$(REFERENCE_BIN):
+	cargo install --locked --version $(REFERENCE_VERSION) --root $(REFERENCE_ROOT) pubky-homeserver
+
+# Quick mode by default (a few minutes); BENCH_ARGS='--full' for the real workloads.
 bench:
-	@$(HAVE_BENCH)
 	$(SERVICES) up
-	$(WITH_SERVICES) cargo run --release -p hs-bench -- run $(BENCH_ARGS)
+	cargo build --release -p homeserver -p hs-bench
+	$(WITH_SERVICES) target/release/hs-bench run $(BENCH_ARGS)
 
-bench-compare:
-	@$(HAVE_BENCH)
+bench-compare: $(REFERENCE_BIN)
 	$(SERVICES) up
-	$(WITH_SERVICES) cargo run --release -p hs-bench -- compare $(BENCH_ARGS)
+	cargo build --release -p homeserver -p hs-bench
+	$(WITH_SERVICES) target/release/hs-bench compare --reference-bin $(REFERENCE_BIN) $(BENCH_ARGS)
 
 # Split deployment (docker-compose.yml). Needs a Docker engine with the compose
 # plugin; the dev machines have neither.
