@@ -35,6 +35,13 @@ pub struct PathFilters {
 }
 
 impl PathFilters {
+    /// The directory filters as `[lo, hi)` key ranges: the `$3`/`$4` arrays of the queries.
+    fn dir_ranges(&self) -> (Vec<&str>, Vec<String>) {
+        let lows = self.dirs.iter().map(String::as_str).collect();
+        let highs = self.dirs.iter().map(|d| Self::upper_bound(d)).collect();
+        (lows, highs)
+    }
+
     /// The exclusive upper bound of the prefix range of `dir` (which ends in `/`).
     fn upper_bound(dir: &str) -> String {
         match dir.strip_suffix('/') {
@@ -42,6 +49,25 @@ impl PathFilters {
             // Not a directory path: an empty range.
             None => dir.to_owned(),
         }
+    }
+}
+
+/// A stream cursor as the `bigint` the queries compare with: no cursor means from the
+/// start (or, descending, from the end).
+fn cursor_param(cursor: Option<EventSeq>, descending: bool) -> i64 {
+    match (cursor, descending) {
+        (Some(seq), _) => crate::seq_param(seq),
+        (None, false) => 0,
+        (None, true) => i64::MAX,
+    }
+}
+
+/// The comparison after the cursor and the sort order of a scan.
+fn direction(descending: bool) -> (&'static str, &'static str) {
+    if descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
     }
 }
 
@@ -62,25 +88,12 @@ impl Store {
         let owners: Vec<&str> = users.iter().map(|u| u.owner.as_str()).collect();
         let cursors: Vec<i64> = users
             .iter()
-            .map(|u| match (u.cursor, descending) {
-                (Some(seq), _) => crate::seq_param(seq),
-                (None, false) => 0,
-                (None, true) => i64::MAX,
-            })
+            .map(|u| cursor_param(u.cursor, descending))
             .collect();
-        let lows: Vec<&str> = filters.dirs.iter().map(String::as_str).collect();
-        let highs: Vec<String> = filters
-            .dirs
-            .iter()
-            .map(|d| PathFilters::upper_bound(d))
-            .collect();
+        let (lows, highs) = filters.dir_ranges();
         // One LATERAL scan per user on the (owner, seq) index, each bounded by the
         // limit, then merged: cost is O(users * limit) whatever the table size.
-        let (cmp, order) = if descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
+        let (cmp, order) = direction(descending);
         let sql = format!(
             "WITH w AS (SELECT coalesce(min(last_seq), 0) AS w FROM projector_checkpoints)
              SELECT e.seq, e.owner, e.op, e.path, e.content_hash, e.created_us
@@ -126,22 +139,9 @@ impl Store {
         if filters.dirs.is_empty() && filters.files.is_empty() {
             return Ok(Vec::new());
         }
-        let cursor = match (cursor, descending) {
-            (Some(seq), _) => crate::seq_param(seq),
-            (None, false) => 0,
-            (None, true) => i64::MAX,
-        };
-        let lows: Vec<&str> = filters.dirs.iter().map(String::as_str).collect();
-        let highs: Vec<String> = filters
-            .dirs
-            .iter()
-            .map(|d| PathFilters::upper_bound(d))
-            .collect();
-        let (cmp, order) = if descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
+        let cursor = cursor_param(cursor, descending);
+        let (lows, highs) = filters.dir_ranges();
+        let (cmp, order) = direction(descending);
         // The primary key on seq drives the scan.
         let sql = format!(
             "WITH w AS (SELECT coalesce(min(last_seq), 0) AS w FROM projector_checkpoints)
