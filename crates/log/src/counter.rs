@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 /// Counters of fixed time windows, one subject per (name, window).
 #[derive(Clone)]
 pub struct WindowCounters {
+    client: async_nats::Client,
     js: jetstream::Context,
     /// Stream name and subject prefix, e.g. `HS_EVENTS_RATE` / `hs_rate`.
     stream_prefix: String,
@@ -34,6 +35,7 @@ impl WindowCounters {
     /// `<log prefix>_rate.<secs>.…`, outside the log stream's `<prefix>.>`.
     pub fn new(log: &crate::EventLog) -> Self {
         WindowCounters {
+            client: log.client().clone(),
             js: jetstream::ContextBuilder::new()
                 .timeout(Duration::from_secs(2))
                 .build(log.client().clone()),
@@ -41,6 +43,14 @@ impl WindowCounters {
             subject_prefix: format!("{}_rate", log.config().subject_prefix),
             ready: Arc::default(),
         }
+    }
+
+    /// False while the connection to NATS is down: an increment would only time out.
+    pub fn is_connected(&self) -> bool {
+        matches!(
+            self.client.connection_state(),
+            async_nats::connection::State::Connected
+        )
     }
 
     async fn ensure_stream(&self, window_secs: u64) -> Result<(), LogError> {

@@ -149,65 +149,75 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     let Some(limits) = state.rate_limits.as_deref() else {
         return next.run(request).await;
     };
-    let facts = RequestFacts::of(&request);
-    match check(limits, &facts).await {
+    // The counters to increment are named before any await: a request body is not
+    // `Sync`, so the request itself cannot be held across one.
+    let counters = match counters_of(limits, &request) {
+        Ok(counters) => counters,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match count(limits, counters).await {
         Ok(()) => next.run(request).await,
         Err(refusal) => refusal,
     }
 }
 
-/// What the rules look at, taken from the request before any await (a request body is
-/// not `Sync`, so the request itself cannot be held across one).
-struct RequestFacts {
-    method: Method,
-    path: String,
-    ip: Option<IpAddr>,
-    tenant: Option<String>,
+/// One counter a request adds to: its rule and the counter's subject tokens.
+struct Counted<'a> {
+    rule: &'a CompiledRule,
+    name: String,
 }
 
-impl RequestFacts {
-    fn of(request: &Request) -> Self {
-        RequestFacts {
-            method: request.method().clone(),
-            path: request.uri().path().to_owned(),
-            ip: client_ip(request),
-            tenant: crate::tenant::request_tenant(request.uri(), request.headers())
-                .map(|key| key.to_z32()),
-        }
+/// The counters of the rules `request` falls under. The client IP and the tenant are
+/// only worked out when a matching rule is keyed by them.
+fn counters_of<'a>(
+    limits: &'a RateLimits,
+    request: &Request,
+) -> Result<Vec<Counted<'a>>, ApiError> {
+    let uri_path = request.uri().path();
+    if uri_path == "/info" {
+        return Ok(Vec::new());
     }
-}
-
-async fn check(limits: &RateLimits, request: &RequestFacts) -> Result<(), Response> {
-    if request.path == "/info" {
-        return Ok(());
-    }
-    let matched_path = storage_path(&request.path).unwrap_or(&request.path);
-    let now = crate::now_secs();
+    let matched_path = storage_path(uri_path).unwrap_or(uri_path);
+    let mut counted = Vec::new();
     for (index, rule) in limits.rules.iter().enumerate() {
-        let method_matches = rule.method.as_ref().is_none_or(|m| *m == request.method);
+        let method_matches = rule.method.as_ref().is_none_or(|m| m == request.method());
         if !method_matches || !glob_matches(&rule.path, matched_path) {
             continue;
         }
         let key = match rule.key {
-            RateLimitKey::Ip => request.ip.map(|ip| ip.to_string()),
-            RateLimitKey::User => request.tenant.clone(),
+            RateLimitKey::Ip => client_ip(request).map(|ip| ip.to_string()),
+            RateLimitKey::User => {
+                crate::tenant::request_tenant(request.uri(), request.headers()).map(|k| k.to_z32())
+            }
         };
         let Some(key) = key else {
-            return Err(
-                ApiError::bad_request("Failed to extract key for rate limiting").into_response(),
-            );
+            return Err(ApiError::bad_request(
+                "Failed to extract key for rate limiting",
+            ));
         };
         if rule.whitelist.iter().any(|allowed| allowed == &key) {
             continue;
         }
-        let period = rule.quota.period_secs;
         // Subjects carry neither IPs nor keys: a hash names the counter.
-        let counter = format!("{index}.{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
-        match limits
-            .counters
-            .increment(period, now / period, &counter)
-            .await
-        {
+        let name = format!("{index}.{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
+        counted.push(Counted { rule, name });
+    }
+    Ok(counted)
+}
+
+async fn count(limits: &RateLimits, counted: Vec<Counted<'_>>) -> Result<(), Response> {
+    if counted.is_empty() {
+        return Ok(());
+    }
+    if !limits.counters.is_connected() {
+        // Without NATS every increment would wait for its timeout: let it through now.
+        tracing::warn!("rate limit not checked: NATS is disconnected");
+        return Ok(());
+    }
+    let now = crate::now_secs();
+    for Counted { rule, name } in counted {
+        let period = rule.quota.period_secs;
+        match limits.counters.increment(period, now / period, &name).await {
             Ok(count) if count > rule.allowed => {
                 let retry_after = (period - now % period).max(1);
                 return Err(too_many_requests(retry_after));
