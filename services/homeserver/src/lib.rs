@@ -147,7 +147,11 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
     let tls_addr = tls_listener.local_addr()?;
     // Live streams start at the projected position: history comes from Postgres.
     state.progress.advance(state.store.watermark().await?);
-    let fanout = events::Fanout::spawn(state.log.clone(), state.progress.clone());
+    let fanout = events::Fanout::spawn(
+        state.log.clone(),
+        state.progress.clone(),
+        state.store.clone(),
+    );
     let admin_addr = match admin {
         Some((listen, settings)) => Some(
             operator::spawn_admin_api(

@@ -217,6 +217,7 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
         Service::Events => events::router(events::Fanout::spawn(
             state.log.clone(),
             state.progress.clone(),
+            state.store.clone(),
         )),
     };
     let router = homeserver::app::client_facing(router, state.clone());
