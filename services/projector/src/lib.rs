@@ -87,6 +87,7 @@ async fn follow(
     config: &ProjectorConfig,
 ) -> Result<(), ProjectorError> {
     let checkpoint = store.checkpoint(&config.name).await?;
+    store.backfill_merkle_trees().await?;
     progress.advance(checkpoint);
     tracing::info!(checkpoint = checkpoint.0, "projector following the log");
     apply_until(

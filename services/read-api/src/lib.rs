@@ -8,6 +8,7 @@
 mod file;
 mod listing;
 pub mod merkle;
+mod merkle_diff;
 
 use api::tenant::{self, Addressing, StorageTarget};
 use api::{ApiError, AppState, MaybeSession};

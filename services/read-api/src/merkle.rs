@@ -32,9 +32,10 @@ pub fn router() -> Router<AppState> {
         .route("/merkle/{owner}/nodes", axum::routing::post(nodes))
         .route("/merkle/{owner}/nodes/{hash}", get(node))
         .route("/merkle/{owner}/proof", get(proof))
+        .route("/merkle/{owner}/diff", get(crate::merkle_diff::diff))
 }
 
-async fn owner(state: &AppState, segment: &str) -> Result<PublicKey, ApiError> {
+pub(crate) async fn owner(state: &AppState, segment: &str) -> Result<PublicKey, ApiError> {
     let owner = parse_storage_owner(segment)
         .map_err(|_| ApiError::bad_request("Invalid user public key"))?;
     if state.store.user(&owner).await?.is_none() {
@@ -47,40 +48,53 @@ async fn owner(state: &AppState, segment: &str) -> Result<PublicKey, ApiError> {
 async fn root(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
     let result = async {
         let owner = owner(&state, &segment).await?;
-        let user = owner.to_z32();
-        let root = state.store.merkle_root(&user, false).await?;
-        let time_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let statement = merkle::root_statement(&user, false, root.root, root.seq, time_us);
-        let signature = state
-            .config
-            .root_signer
-            .as_ref()
-            .map(|signer| hex::encode(signer.0.sign(statement.as_bytes()).to_bytes()));
-        let body = serde_json::json!({
-            "user": user,
-            "tree": "pub",
-            "root": merkle::root_hex(root.root),
-            "seq": root.seq,
-            "time": time_us,
-            "statement": statement,
-            "signer": state.config.public_key.to_z32(),
-            "signature": signature,
-        });
-        Ok::<_, ApiError>(
-            (
-                [
-                    (header::CONTENT_TYPE, "application/json"),
-                    (header::CACHE_CONTROL, "no-store"),
-                ],
-                body.to_string(),
-            )
-                .into_response(),
-        )
+        let root = state.store.merkle_root(&owner.to_z32(), false).await?;
+        Ok::<_, ApiError>(json_response(signed_root(&state, &owner, false, root)))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The statement about one of `owner`'s roots and the homeserver's signature over it
+/// (`signature` is null when the server has no signing key, as in some tests).
+pub(crate) fn signed_root(
+    state: &AppState,
+    owner: &PublicKey,
+    private: bool,
+    root: store::merkle::TreeRoot,
+) -> serde_json::Value {
+    let user = owner.to_z32();
+    let time_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let statement = merkle::root_statement(&user, private, root.root, root.seq, time_us);
+    let signature = state
+        .config
+        .root_signer
+        .as_ref()
+        .map(|signer| hex::encode(signer.0.sign(statement.as_bytes()).to_bytes()));
+    serde_json::json!({
+        "user": user,
+        "tree": if private { "priv" } else { "pub" },
+        "root": merkle::root_hex(root.root),
+        "seq": root.seq,
+        "time": time_us,
+        "statement": statement,
+        "signer": state.config.public_key.to_z32(),
+        "signature": signature,
+    })
+}
+
+/// A JSON answer that no cache may keep (roots move).
+pub(crate) fn json_response(body: serde_json::Value) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn parse_hash(text: &str) -> Result<Hash, ApiError> {
@@ -199,16 +213,7 @@ async fn proof(
             "value": value.map(hex::encode),
             "nodes": proof.nodes.iter().map(hex::encode).collect::<Vec<_>>(),
         });
-        Ok::<_, ApiError>(
-            (
-                [
-                    (header::CONTENT_TYPE, "application/json"),
-                    (header::CACHE_CONTROL, "no-store"),
-                ],
-                body.to_string(),
-            )
-                .into_response(),
-        )
+        Ok::<_, ApiError>(json_response(body))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
