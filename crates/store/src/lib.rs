@@ -10,6 +10,7 @@ pub mod auth;
 pub mod entries;
 pub mod feed;
 pub mod merkle;
+pub mod merkle_gc;
 pub mod progress;
 pub mod projection;
 pub mod streams;
