@@ -773,6 +773,13 @@ async fn garbage_collection_during_writes_leaves_trees_that_verify() {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(collector.await.unwrap() > 0);
+    assert!(
+        s.server
+            .state
+            .metrics
+            .render()
+            .contains("merkle_nodes_collected_total")
+    );
     let (ok, out) = run_verify(&s, &user).await;
     assert!(ok, "{out}");
     for (query, private) in [("", false), ("?tree=priv", true)] {
