@@ -6,3 +6,4 @@
 DELETE FROM merkle_nodes;
 DELETE FROM merkle_roots;
 UPDATE events SET merkle_root = NULL WHERE merkle_root IS NOT NULL;
+DELETE FROM merkle_root_history;

@@ -11,6 +11,7 @@ pub mod entries;
 pub mod feed;
 pub mod merkle;
 pub mod merkle_diff;
+pub mod merkle_gc;
 pub mod progress;
 pub mod projection;
 pub mod streams;

@@ -6,6 +6,12 @@
 //! has read and every node it has made in memory, so a node is read from Postgres at
 //! most once per batch, and at the end writes only the new nodes reachable from each
 //! tree's final root, with the root, in the batch's transaction.
+//!
+//! The batch locks the root row of every tree it edits (`FOR UPDATE`, on first touch)
+//! until it commits; the garbage collector ([`crate::merkle_gc`]) takes the same lock
+//! before it sweeps a tree, so the two never work on one tree at the same time. When a
+//! batch replaces a root, it records the old one in `merkle_root_history`, which is what
+//! lets the collector keep a just-replaced root walkable for a grace period.
 
 use crate::{Result, Store, StoreError};
 use domain::merkle::{self, Hash, MerkleError, Node, NodeSource, Proof};
@@ -32,6 +38,8 @@ pub fn is_private_path(path: &str) -> bool {
 
 #[derive(Default)]
 struct TreeState {
+    /// The root when the batch started (what the batch replaces).
+    replaced: Option<Hash>,
     root: Option<Hash>,
     seq: i64,
     dirty: bool,
@@ -77,9 +85,10 @@ impl BatchTrees {
         let root = match &trees.trees[private as usize] {
             Some(state) => state.root,
             None => {
-                let state = read_root(&mut **tx, owner, private)
+                let state = lock_root(tx, owner, private)
                     .await?
                     .map(|r| TreeState {
+                        replaced: r.root,
                         root: r.root,
                         seq: r.seq as i64,
                         dirty: false,
@@ -151,6 +160,18 @@ impl BatchTrees {
                 .bind(state.seq)
                 .execute(&mut **tx)
                 .await?;
+                if let Some(replaced) = state.replaced.filter(|old| Some(*old) != state.root) {
+                    sqlx::query(
+                        "INSERT INTO merkle_root_history (owner, private, root, replaced_us)
+                         VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+                         ON CONFLICT (owner, private, root) DO UPDATE SET replaced_us = excluded.replaced_us",
+                    )
+                    .bind(owner)
+                    .bind(private)
+                    .bind(&replaced[..])
+                    .execute(&mut **tx)
+                    .await?;
+                }
             }
         }
         Ok(())
@@ -182,6 +203,30 @@ async fn insert_nodes(
         .await?;
     }
     Ok(())
+}
+
+/// Reads the current root of a tree and locks its row until `tx` ends: the lock the
+/// garbage collector also takes (see the module doc). A tree without a row yet has no
+/// nodes the collector could touch (it sweeps only trees with a root row).
+async fn lock_root(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    private: bool,
+) -> Result<Option<TreeRoot>> {
+    let row: Option<(Option<Vec<u8>>, i64)> = sqlx::query_as(
+        "SELECT root, seq FROM merkle_roots WHERE owner = $1 AND private = $2 FOR UPDATE",
+    )
+    .bind(owner)
+    .bind(private)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|(root, seq)| {
+        Ok(TreeRoot {
+            root: root.map(|r| to_hash(&r)).transpose()?,
+            seq: seq.max(0) as u64,
+        })
+    })
+    .transpose()
 }
 
 async fn read_root<'e, E: sqlx::PgExecutor<'e>>(
@@ -219,7 +264,7 @@ async fn read_node<'e, E: sqlx::PgExecutor<'e>>(
 }
 
 /// Decodes a stored node and checks it is the one asked for.
-fn decode_checked(body: &[u8], hash: &Hash) -> Result<Node> {
+pub(crate) fn decode_checked(body: &[u8], hash: &Hash) -> Result<Node> {
     if blake3::hash(body).as_bytes() != hash {
         return Err(StoreError::Corrupt(format!(
             "merkle node {} does not match its hash",
@@ -229,13 +274,13 @@ fn decode_checked(body: &[u8], hash: &Hash) -> Result<Node> {
     Node::decode(body).map_err(|e| StoreError::Corrupt(format!("merkle node {}: {e}", hex(hash))))
 }
 
-fn to_hash(bytes: &[u8]) -> Result<Hash> {
+pub(crate) fn to_hash(bytes: &[u8]) -> Result<Hash> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Corrupt("merkle hash is not 32 bytes".into()))
 }
 
-fn hex(hash: &Hash) -> String {
+pub(crate) fn hex(hash: &Hash) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -125,6 +125,13 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
         },
         shutdown_signal(&background),
     )));
+    if let Some(gc) = config.merkle_gc(&state.metrics) {
+        tasks.push(tokio::spawn(projector::run_merkle_gc(
+            state.store.clone(),
+            gc,
+            shutdown_signal(&background),
+        )));
+    }
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
             let (addr, task) =

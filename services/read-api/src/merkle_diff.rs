@@ -8,14 +8,12 @@
 //! in the middle of a projected batch) is a 404 and the client diffs node by node with
 //! `POST /merkle/<user>/nodes` instead.
 
-use crate::merkle::{json_response, owner, signed_root};
+use crate::merkle::{finish, json_response, owner, requested_tree, signed_root};
 use api::{ApiError, AppState, MaybeSession};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use domain::EntryPath;
+use axum::response::Response;
 use domain::merkle::{self, Hash};
-use domain::tenant::parse_storage_owner;
 
 /// Differences one answer lists by default and at most. A client that is further
 /// behind than that gets the first ones (`complete: false`); the node protocol is the
@@ -46,11 +44,7 @@ impl DiffParams {
         let mut root = [0u8; 32];
         hex::decode_to_slice(from, &mut root)
             .map_err(|_| ApiError::bad_request("`from` is a root: 64 hex digits"))?;
-        let private = match first("tree") {
-            None | Some("pub") => false,
-            Some("priv") => true,
-            Some(_) => return Err(ApiError::bad_request("`tree` is `pub` or `priv`")),
-        };
+        let private = requested_tree(query)?.unwrap_or(false);
         let limit = match first("limit") {
             None => DEFAULT_LIMIT,
             Some(text) => text
@@ -75,17 +69,11 @@ pub async fn diff(
     Path(segment): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let private = matches!(requested_tree(query.as_deref()), Ok(Some(true)));
     let result = async {
         let params = DiffParams::parse(query.as_deref())?;
-        // A diff of the private tree names private paths: the owner's read of `/priv/`,
-        // authorized before anything is looked up, as every private read.
-        let key = parse_storage_owner(&segment)
-            .map_err(|_| ApiError::bad_request("Invalid user public key"))?;
-        let scope = if params.private { "/priv/" } else { "/pub/" };
-        let scope =
-            EntryPath::parse_canonical(scope).map_err(|_| ApiError::bad_request("Invalid path"))?;
-        domain::authorization::authorize_read(session.0.as_ref().map(|s| s.view()), &key, &scope)?;
-        let owner = owner(&state, &segment).await?;
+        // A diff of the private tree names private paths: the owner's read of `/priv/`.
+        let owner = owner(&state, &segment, &session, params.private, "/priv/").await?;
         let user = owner.to_z32();
         let diff = state
             .store
@@ -120,5 +108,5 @@ pub async fn diff(
         })))
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    finish(result, private)
 }

@@ -170,7 +170,7 @@ async fn a_copy_catches_up_from_its_root_in_one_round_trip_and_verifies_the_resu
         ("?from=00&tree=all", "`from` is a root: 64 hex digits"),
         (
             &*format!("?from={}&tree=all", "0".repeat(64)),
-            "`tree` is `pub` or `priv`",
+            "Unknown tree: expected `tree=pub` or `tree=priv`",
         ),
         (
             &*format!("?from={}&limit=0", "0".repeat(64)),
