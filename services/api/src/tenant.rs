@@ -29,8 +29,13 @@ pub struct StorageTarget {
 
 /// Parses `/storage/<owner>/<path>` with the reference's exact 400 texts.
 pub fn path_addressed(uri_path: &str) -> Result<StorageTarget, ApiError> {
-    let rest = uri_path
-        .strip_prefix("/storage/")
+    owner_and_path(uri_path.strip_prefix("/storage/").unwrap_or_default())
+}
+
+/// Parses `<owner>/<path>`, the part of a path-addressed URL after its route prefix
+/// (`/storage/`, `/versions/`), with the reference's texts.
+pub fn owner_and_path(rest: &str) -> Result<StorageTarget, ApiError> {
+    let rest = Some(rest)
         .filter(|rest| !rest.is_empty())
         .ok_or_else(|| ApiError::bad_request("Missing storage owner or path"))?;
     let (owner, path) = rest
@@ -71,9 +76,13 @@ pub fn legacy_path(uri_path: &str) -> Result<EntryPath, ApiError> {
 }
 
 /// The drive a request is about, for finding its cookie: the path owner of
-/// path-addressed requests, else the legacy tenant.
+/// path-addressed requests (storage and version history), else the legacy tenant.
 pub fn request_tenant(uri: &Uri, headers: &HeaderMap) -> Option<PublicKey> {
-    match uri.path().strip_prefix("/storage/") {
+    let path = uri.path();
+    match path
+        .strip_prefix("/storage/")
+        .or_else(|| path.strip_prefix("/versions/"))
+    {
         Some(rest) => parse_storage_owner(rest.split('/').next()?).ok(),
         None => legacy_owner_opt(uri, headers),
     }

@@ -22,3 +22,4 @@ mod readiness;
 mod shutdown;
 mod split;
 mod storage;
+mod versions;
