@@ -149,8 +149,23 @@ mod tests {
             text(path_addressed(&format!("/storage/{KEY}/pub/../../x"))),
             "Invalid storage path: path traverses above root"
         );
+        let ok = owner_and_path(&format!("{KEY}/pub/a%20b/c.txt")).unwrap();
+        assert_eq!(ok.path.as_str(), "/pub/a b/c.txt");
         let ok = path_addressed(&format!("/storage/{KEY}/pub/a%20b/c.txt")).unwrap();
         assert_eq!(ok.owner.to_z32(), KEY);
         assert_eq!(ok.path.as_str(), "/pub/a b/c.txt");
+    }
+
+    #[test]
+    fn version_history_urls_name_their_tenant_like_storage_urls() {
+        let headers = HeaderMap::new();
+        for path in [
+            format!("/storage/{KEY}/pub/a"),
+            format!("/versions/{KEY}/pub/a"),
+        ] {
+            let uri: Uri = path.parse().unwrap();
+            let tenant = request_tenant(&uri, &headers).map(|k| k.to_z32());
+            assert_eq!(tenant.as_deref(), Some(KEY), "{path}");
+        }
     }
 }
