@@ -144,6 +144,27 @@ fn main() {
         totals[totals.len() - 1],
     );
 
+    // Every path: a changed value rewrites exactly the nodes on its proof path, and
+    // the diff fetches each of them in its own round, so its cost is the proof's
+    // nodes plus the framing (32 B asked, 4 B length per node).
+    let mut every: Vec<usize> = entries
+        .iter()
+        .map(|(key, _)| {
+            let proof = merkle::prove(&base, root, key).expect("in memory");
+            proof.nodes.iter().map(|n| 32 + 4 + n.len()).sum()
+        })
+        .collect();
+    every.sort_unstable();
+    let pct = |p: usize| every[(every.len() - 1) * p / 100];
+    println!(
+        "one modified path, all {count} paths: median {} B, p90 {} B, p99 {} B, max {} B, {:.2} % above 10 KiB",
+        pct(50),
+        pct(90),
+        pct(99),
+        every[every.len() - 1],
+        100.0 * every.iter().filter(|b| **b > 10 * 1024).count() as f64 / every.len() as f64,
+    );
+
     let mut added = base.clone();
     let edit = merkle::insert(&added, root, "/pub/example.com/posts/new.json", value(7))
         .expect("in memory");

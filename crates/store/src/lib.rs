@@ -10,6 +10,8 @@ pub mod auth;
 pub mod entries;
 pub mod feed;
 pub mod merkle;
+pub mod merkle_diff;
+pub mod merkle_gc;
 pub mod progress;
 pub mod projection;
 pub mod streams;
@@ -34,6 +36,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// A user's Merkle tree is not built yet (after an upgrade that dropped the trees,
+    /// until the projector has rebuilt them): try again shortly.
+    #[error("the merkle tree of {0} is being rebuilt")]
+    TreePending(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -6,6 +6,12 @@
 //! has read and every node it has made in memory, so a node is read from Postgres at
 //! most once per batch, and at the end writes only the new nodes reachable from each
 //! tree's final root, with the root, in the batch's transaction.
+//!
+//! The batch locks the root row of every tree it edits (`FOR UPDATE`, on first touch)
+//! until it commits; the garbage collector ([`crate::merkle_gc`]) takes the same lock
+//! before it sweeps a tree, so the two never work on one tree at the same time. When a
+//! batch replaces a root, it records the old one in `merkle_root_history`, which is what
+//! lets the collector keep a just-replaced root walkable for a grace period.
 
 use crate::{Result, Store, StoreError};
 use domain::merkle::{self, Hash, MerkleError, Node, NodeSource, Proof};
@@ -32,6 +38,8 @@ pub fn is_private_path(path: &str) -> bool {
 
 #[derive(Default)]
 struct TreeState {
+    /// The root when the batch started (what the batch replaces).
+    replaced: Option<Hash>,
     root: Option<Hash>,
     seq: i64,
     dirty: bool,
@@ -77,9 +85,10 @@ impl BatchTrees {
         let root = match &trees.trees[private as usize] {
             Some(state) => state.root,
             None => {
-                let state = read_root(&mut **tx, owner, private)
+                let state = lock_root(tx, owner, private)
                     .await?
                     .map(|r| TreeState {
+                        replaced: r.root,
                         root: r.root,
                         seq: r.seq as i64,
                         dirty: false,
@@ -140,21 +149,7 @@ impl BatchTrees {
                 };
                 let private = index == 1;
                 let new = merkle::reachable_new(state.root, &trees.created);
-                if !new.is_empty() {
-                    let hashes: Vec<Vec<u8>> = new.iter().map(|(h, _)| h.to_vec()).collect();
-                    let bodies: Vec<Vec<u8>> = new.iter().map(|(_, n)| n.encode()).collect();
-                    sqlx::query(
-                        "INSERT INTO merkle_nodes (owner, hash, private, body)
-                         SELECT $1, h, $2, b FROM unnest($3::bytea[], $4::bytea[]) AS t(h, b)
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(owner)
-                    .bind(private)
-                    .bind(hashes)
-                    .bind(bodies)
-                    .execute(&mut **tx)
-                    .await?;
-                }
+                insert_nodes(tx, owner, private, new).await?;
                 sqlx::query(
                     "INSERT INTO merkle_roots (owner, private, root, seq) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (owner, private) DO UPDATE SET root = excluded.root, seq = excluded.seq",
@@ -165,10 +160,73 @@ impl BatchTrees {
                 .bind(state.seq)
                 .execute(&mut **tx)
                 .await?;
+                if let Some(replaced) = state.replaced.filter(|old| Some(*old) != state.root) {
+                    sqlx::query(
+                        "INSERT INTO merkle_root_history (owner, private, root, replaced_us)
+                         VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+                         ON CONFLICT (owner, private, root) DO UPDATE SET replaced_us = excluded.replaced_us",
+                    )
+                    .bind(owner)
+                    .bind(private)
+                    .bind(&replaced[..])
+                    .execute(&mut **tx)
+                    .await?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Stores nodes of `owner`'s tree; nodes already there are left as they are (a node
+/// is its hash).
+async fn insert_nodes(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    private: bool,
+    nodes: Vec<(Hash, &Node)>,
+) -> Result<()> {
+    // Bounded statements: a backfilled tree can have hundreds of thousands of nodes.
+    for chunk in nodes.chunks(4096) {
+        let hashes: Vec<Vec<u8>> = chunk.iter().map(|(h, _)| h.to_vec()).collect();
+        let bodies: Vec<Vec<u8>> = chunk.iter().map(|(_, n)| n.encode()).collect();
+        sqlx::query(
+            "INSERT INTO merkle_nodes (owner, hash, private, body)
+             SELECT $1, h, $2, b FROM unnest($3::bytea[], $4::bytea[]) AS t(h, b)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(owner)
+        .bind(private)
+        .bind(hashes)
+        .bind(bodies)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Reads the current root of a tree and locks its row until `tx` ends: the lock the
+/// garbage collector also takes (see the module doc). A tree without a row yet has no
+/// nodes the collector could touch (it sweeps only trees with a root row).
+async fn lock_root(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    private: bool,
+) -> Result<Option<TreeRoot>> {
+    let row: Option<(Option<Vec<u8>>, i64)> = sqlx::query_as(
+        "SELECT root, seq FROM merkle_roots WHERE owner = $1 AND private = $2 FOR UPDATE",
+    )
+    .bind(owner)
+    .bind(private)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|(root, seq)| {
+        Ok(TreeRoot {
+            root: root.map(|r| to_hash(&r)).transpose()?,
+            seq: seq.max(0) as u64,
+        })
+    })
+    .transpose()
 }
 
 async fn read_root<'e, E: sqlx::PgExecutor<'e>>(
@@ -206,7 +264,7 @@ async fn read_node<'e, E: sqlx::PgExecutor<'e>>(
 }
 
 /// Decodes a stored node and checks it is the one asked for.
-fn decode_checked(body: &[u8], hash: &Hash) -> Result<Node> {
+pub(crate) fn decode_checked(body: &[u8], hash: &Hash) -> Result<Node> {
     if blake3::hash(body).as_bytes() != hash {
         return Err(StoreError::Corrupt(format!(
             "merkle node {} does not match its hash",
@@ -216,22 +274,36 @@ fn decode_checked(body: &[u8], hash: &Hash) -> Result<Node> {
     Node::decode(body).map_err(|e| StoreError::Corrupt(format!("merkle node {}: {e}", hex(hash))))
 }
 
-fn to_hash(bytes: &[u8]) -> Result<Hash> {
+pub(crate) fn to_hash(bytes: &[u8]) -> Result<Hash> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Corrupt("merkle hash is not 32 bytes".into()))
 }
 
-fn hex(hash: &Hash) -> String {
+pub(crate) fn hex(hash: &Hash) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Store {
     /// The current root of `owner`'s public or private tree (empty if never written).
+    ///
+    /// A tree with entries but no root yet is [`StoreError::TreePending`], never an
+    /// empty root: a mirror told "empty" would delete its copy.
     pub async fn merkle_root(&self, owner: &str, private: bool) -> Result<TreeRoot> {
-        Ok(read_root(&self.pool, owner, private)
-            .await?
-            .unwrap_or(TreeRoot { root: None, seq: 0 }))
+        if let Some(root) = read_root(&self.pool, owner, private).await? {
+            return Ok(root);
+        }
+        let has_entries: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE owner = $1 AND (path LIKE '/priv/%') = $2)",
+        )
+        .bind(owner)
+        .bind(private)
+        .fetch_one(&self.pool)
+        .await?;
+        if has_entries && self.maintain_merkle {
+            return Err(StoreError::TreePending(owner.to_owned()));
+        }
+        Ok(TreeRoot { root: None, seq: 0 })
     }
 
     /// The encodings of those of `hashes` that are nodes of `owner`'s tree (public or
@@ -337,20 +409,7 @@ impl Store {
         let Some(file_seq) = file_seq else {
             return Ok(None);
         };
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT path, content_hash FROM entries WHERE owner = $1 ORDER BY path")
-                .bind(owner)
-                .fetch_all(&mut *tx)
-                .await?;
-        let (mut public, mut private) = (Vec::new(), Vec::new());
-        for (path, hash) in rows {
-            let hash = to_hash(&hash)?;
-            if is_private_path(&path) {
-                private.push((path, hash));
-            } else {
-                public.push((path, hash));
-            }
-        }
+        let (public, private) = tree_entries(&mut *tx, owner).await?;
         let empty = TreeRoot { root: None, seq: 0 };
         let public_root = read_root(&mut *tx, owner, false).await?.unwrap_or(empty);
         let private_root = read_root(&mut *tx, owner, true).await?.unwrap_or(empty);
@@ -362,5 +421,86 @@ impl Store {
             public_root,
             private_root,
         }))
+    }
+}
+
+/// `owner`'s entries as the keys and values of the public and the private tree, each
+/// sorted by path.
+#[allow(clippy::type_complexity)]
+async fn tree_entries<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    owner: &str,
+) -> Result<(Vec<(String, Hash)>, Vec<(String, Hash)>)> {
+    let rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT path, content_hash FROM entries WHERE owner = $1 ORDER BY path")
+            .bind(owner)
+            .fetch_all(executor)
+            .await?;
+    let (mut public, mut private) = (Vec::new(), Vec::new());
+    for (path, hash) in rows {
+        let hash = to_hash(&hash)?;
+        if is_private_path(&path) {
+            private.push((path, hash));
+        } else {
+            public.push((path, hash));
+        }
+    }
+    Ok((public, private))
+}
+
+impl Store {
+    /// Builds the trees of users who have entries but no trees: data projected before
+    /// the trees existed, or whose trees a migration dropped (0005, the change of
+    /// fan-out). The projector runs this before it follows the log, so nothing edits
+    /// these users' trees meanwhile; each root takes the sequence of the tree's last
+    /// file event. Returns the number of users whose trees were built.
+    pub async fn backfill_merkle_trees(&self) -> Result<usize> {
+        if !self.maintain_merkle {
+            return Ok(0);
+        }
+        let owners: Vec<String> = sqlx::query_scalar(
+            "SELECT u.pubkey FROM users u
+             WHERE EXISTS (SELECT 1 FROM entries e WHERE e.owner = u.pubkey)
+               AND NOT EXISTS (SELECT 1 FROM merkle_roots r WHERE r.owner = u.pubkey)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for owner in &owners {
+            let mut tx = self.pool.begin().await?;
+            let (public, private) = tree_entries(&mut *tx, owner).await?;
+            for (is_private, entries) in [(false, public), (true, private)] {
+                let seq: i64 = sqlx::query_scalar(
+                    "SELECT coalesce(max(seq), 0) FROM events WHERE owner = $1 AND private = $2",
+                )
+                .bind(owner)
+                .bind(is_private)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut nodes = merkle::MemStore::default();
+                let root = merkle::build(&entries, &mut nodes);
+                insert_nodes(
+                    &mut tx,
+                    owner,
+                    is_private,
+                    nodes.nodes.iter().map(|(h, n)| (*h, n)).collect(),
+                )
+                .await?;
+                sqlx::query(
+                    "INSERT INTO merkle_roots (owner, private, root, seq) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (owner, private) DO NOTHING",
+                )
+                .bind(owner)
+                .bind(is_private)
+                .bind(root.map(|h| h.to_vec()))
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        if !owners.is_empty() {
+            tracing::info!(users = owners.len(), "merkle trees built from the entries");
+        }
+        Ok(owners.len())
     }
 }

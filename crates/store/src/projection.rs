@@ -276,7 +276,7 @@ async fn apply(
             .bind(seq)
             .bind(is_private(path))
             .bind(ENTRY_OVERHEAD_BYTES)
-            .bind(root.flatten().map(|h| h.to_vec()))
+            .bind(root.map(event_root))
             .execute(&mut **tx)
             .await?;
             // The final UPDATE touches the user row iff the user exists, which is also
@@ -310,7 +310,7 @@ async fn apply(
             .bind(ts)
             .bind(is_private(path))
             .bind(ENTRY_OVERHEAD_BYTES)
-            .bind(root.flatten().map(|h| h.to_vec()))
+            .bind(root.map(event_root))
             .execute(&mut **tx)
             .await?;
             if let (Some(trees), Some(root)) = (trees, root)
@@ -436,4 +436,10 @@ fn limit_columns(limits: &UserLimits) -> LimitColumns {
         limits.rate_read.clone(),
         limits.rate_write.clone(),
     )
+}
+
+/// How an event row records its tree's root: the empty tree as 32 zero bytes (as
+/// `merkle::root_hex` renders it), so that NULL keeps meaning "not recorded".
+fn event_root(root: Option<domain::merkle::Hash>) -> Vec<u8> {
+    root.unwrap_or([0; 32]).to_vec()
 }

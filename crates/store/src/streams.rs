@@ -96,10 +96,10 @@ impl Store {
         let (cmp, order) = direction(descending);
         let sql = format!(
             "WITH w AS (SELECT coalesce(min(last_seq), 0) AS w FROM projector_checkpoints)
-             SELECT e.seq, e.owner, e.op, e.path, e.content_hash, e.created_us
+             SELECT e.seq, e.owner, e.op, e.path, e.content_hash, e.created_us, e.merkle_root
              FROM unnest($1::text[], $2::bigint[]) AS c(owner, cur)
              CROSS JOIN LATERAL (
-                SELECT ev.seq, ev.owner, ev.op, ev.path, ev.content_hash, ev.created_us
+                SELECT ev.seq, ev.owner, ev.op, ev.path, ev.content_hash, ev.created_us, ev.merkle_root
                 FROM events ev, w
                 WHERE ev.owner = c.owner COLLATE \"C\"
                   AND ev.seq {cmp} c.cur
@@ -145,7 +145,7 @@ impl Store {
         // The primary key on seq drives the scan.
         let sql = format!(
             "WITH w AS (SELECT coalesce(min(last_seq), 0) AS w FROM projector_checkpoints)
-             SELECT ev.seq, ev.owner, ev.op, ev.path, ev.content_hash, ev.created_us
+             SELECT ev.seq, ev.owner, ev.op, ev.path, ev.content_hash, ev.created_us, ev.merkle_root
              FROM events ev, w
              WHERE ev.seq {cmp} $1
                AND ev.seq <= w.w

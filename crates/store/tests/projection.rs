@@ -1,6 +1,7 @@
 //! The projection of the account events that carry more than one piece of state
 //! (one request, one event): a cookie signup's session, the PoP nonces of a grant
-//! signup and of a proof logout. Needs `DATABASE_URL` and `NATS_URL` (`make test`).
+//! signup and of a proof logout; the Merkle trees and their garbage collection. Needs
+//! `DATABASE_URL` and `NATS_URL` (`make test`).
 
 use domain::event::{Change, CookieSessionStart, Digest, UserLimits};
 use domain::{Event, EventSeq, Keypair};
@@ -284,4 +285,276 @@ async fn file_events_are_versions_kept_for_the_retention() {
     let mut expected = vec![hashes[1], hashes[2]];
     expected.sort();
     assert_eq!(kept, expected);
+}
+
+mod merkle_gc {
+    //! Garbage collection of Merkle nodes: what is kept, what goes, and a collection
+    //! racing with the projector.
+
+    use super::{event, put};
+    use domain::event::{Change, UserLimits};
+    use domain::merkle::{self, Hash, MemStore};
+    use domain::{EventSeq, Keypair};
+    use hs_store::Store;
+    use hs_store::merkle_gc::GcScope;
+    use std::collections::{BTreeMap, HashSet};
+    use std::time::Duration;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    async fn store() -> Store {
+        let env = testkit::TestEnv::new().await;
+        let store = Store::connect(&env.database_url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    fn signup() -> Change {
+        Change::UserSignedUp {
+            signup_token: None,
+            limits: UserLimits::default(),
+            cookie_session: None,
+            pop_nonce: None,
+        }
+    }
+
+    /// The hashes of the nodes reachable from `root` in `nodes` (panics if one is
+    /// missing: the tree must be complete).
+    fn reachable(nodes: &MemStore, root: Option<Hash>) -> HashSet<Hash> {
+        let mut seen = HashSet::new();
+        let mut todo: Vec<Hash> = root.into_iter().collect();
+        while let Some(hash) = todo.pop() {
+            if seen.insert(hash) {
+                let node = nodes.nodes.get(&hash).expect("reachable node is stored");
+                todo.extend(node.children());
+            }
+        }
+        seen
+    }
+
+    fn stored(nodes: &MemStore) -> HashSet<Hash> {
+        nodes.nodes.keys().copied().collect()
+    }
+
+    fn as_entries(model: &BTreeMap<String, Hash>) -> Vec<(String, Hash)> {
+        model.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// After many overwrites a collection leaves exactly the nodes of the current root
+    /// and of the roots replaced within the grace period; older roots are gone, and the
+    /// trees (public and private) still hold exactly the entries.
+    #[tokio::test]
+    async fn collection_keeps_exactly_the_current_and_recently_replaced_roots() {
+        let store = store().await;
+        let dave = Keypair::from_secret_key(&[5; 32]);
+        let owner = dave.public_key().to_z32();
+        let mut seq = 1;
+        store
+            .apply_batch("p", &[(EventSeq(seq), event(&dave, signup()))])
+            .await
+            .unwrap();
+        let mut models: [BTreeMap<String, Hash>; 2] = Default::default();
+        let mut batch = Vec::new();
+        for n in 0..200 {
+            let path = if n % 4 == 0 {
+                format!("/priv/app/{n}.txt")
+            } else {
+                format!("/pub/app/{n}.txt")
+            };
+            let change = put(&path, format!("v0-{n}").as_bytes());
+            if let Change::FilePut { content_hash, .. } = &change {
+                models[path.starts_with("/priv/") as usize].insert(path.clone(), content_hash.0);
+            }
+            seq += 1;
+            batch.push((EventSeq(seq), event(&dave, change)));
+        }
+        store.apply_batch("p", &batch).await.unwrap();
+        let first_public = store.merkle_root(&owner, false).await.unwrap().root;
+
+        // 30 batches of one overwrite each, alternating trees: every batch replaces a root.
+        let mut previous = [None, None];
+        for round in 0..30u32 {
+            let private = round % 2 == 1;
+            let n = if private {
+                4 * (round % 7)
+            } else {
+                4 * round + 1
+            };
+            let path = if private {
+                format!("/priv/app/{n}.txt")
+            } else {
+                format!("/pub/app/{n}.txt")
+            };
+            previous[private as usize] = Some(models[private as usize].clone());
+            let change = put(&path, format!("v{round}").as_bytes());
+            if let Change::FilePut { content_hash, .. } = &change {
+                models[private as usize].insert(path, content_hash.0);
+            }
+            seq += 1;
+            store
+                .apply_batch("p", &[(EventSeq(seq), event(&dave, change))])
+                .await
+                .unwrap();
+        }
+
+        // Every replaced root but the last of each tree left the grace period long ago.
+        let mut recent = [None, None];
+        for private in [false, true] {
+            let model = previous[private as usize].as_ref().unwrap();
+            recent[private as usize] = merkle::build(&as_entries(model), &mut MemStore::default());
+        }
+        let recent_roots: Vec<Vec<u8>> = recent.iter().flatten().map(|h| h.to_vec()).collect();
+        sqlx::query(
+            "UPDATE merkle_root_history SET replaced_us = replaced_us - 7200000000
+             WHERE owner = $1 AND root <> ALL($2)",
+        )
+        .bind(&owner)
+        .bind(&recent_roots)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let before = store
+            .merkle_all_nodes(&owner, false)
+            .await
+            .unwrap()
+            .nodes
+            .len()
+            + store
+                .merkle_all_nodes(&owner, true)
+                .await
+                .unwrap()
+                .nodes
+                .len();
+
+        let report = store.merkle_gc(HOUR, GcScope::Due).await.unwrap();
+        assert_eq!(report.trees, 2);
+        assert_eq!(report.failed, 0);
+        assert!(report.deleted > 0);
+        let mut after = 0;
+        for private in [false, true] {
+            let nodes = store.merkle_all_nodes(&owner, private).await.unwrap();
+            after += nodes.nodes.len();
+            let current = store.merkle_root(&owner, private).await.unwrap().root;
+            let model = &models[private as usize];
+            assert_eq!(merkle::entries(&nodes, current).unwrap(), as_entries(model));
+            // The root replaced within the grace period is still whole.
+            let old = previous[private as usize].as_ref().unwrap();
+            let recent_root = recent[private as usize];
+            assert_eq!(
+                merkle::entries(&nodes, recent_root).unwrap(),
+                as_entries(old)
+            );
+            let mut keep = reachable(&nodes, current);
+            keep.extend(reachable(&nodes, recent_root));
+            assert_eq!(stored(&nodes), keep, "private={private}");
+        }
+        assert_eq!(before - after, report.deleted as usize);
+        assert_eq!(report.kept as usize, after);
+        // A root replaced long ago is gone.
+        let public = store.merkle_all_nodes(&owner, false).await.unwrap();
+        assert!(merkle::entries(&public, first_public).is_err());
+
+        // Nothing is due any more; the history holds the two recent roots only.
+        let again = store.merkle_gc(HOUR, GcScope::Due).await.unwrap();
+        assert_eq!((again.trees, again.deleted), (0, 0));
+        let history: i64 = sqlx::query_scalar("SELECT count(*) FROM merkle_root_history")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(history, 2);
+
+        // Without a grace period only the current roots remain.
+        let report = store.merkle_gc(Duration::ZERO, GcScope::Due).await.unwrap();
+        assert_eq!((report.trees, report.pruned), (2, 2));
+        for private in [false, true] {
+            let nodes = store.merkle_all_nodes(&owner, private).await.unwrap();
+            let current = store.merkle_root(&owner, private).await.unwrap().root;
+            assert_eq!(stored(&nodes), reachable(&nodes, current));
+        }
+    }
+
+    /// Collections without a grace period run back to back while batches rewrite two
+    /// users' trees with recurring contents, so batches keep re-creating nodes that a
+    /// collection just deleted: every tree still holds exactly its entries, and a last
+    /// collection leaves exactly the nodes of the current roots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn collection_racing_with_the_projector_leaves_complete_trees() {
+        let store = store().await;
+        let users = [
+            Keypair::from_secret_key(&[6; 32]),
+            Keypair::from_secret_key(&[7; 32]),
+        ];
+        let mut seq = 0;
+        for user in &users {
+            seq += 1;
+            store
+                .apply_batch("p", &[(EventSeq(seq), event(user, signup()))])
+                .await
+                .unwrap();
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let collector = {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                let (mut runs, mut deleted) = (0u64, 0u64);
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let report = store.merkle_gc(Duration::ZERO, GcScope::All).await.unwrap();
+                    assert_eq!(report.failed, 0);
+                    runs += 1;
+                    deleted += report.deleted;
+                }
+                (runs, deleted)
+            })
+        };
+
+        let mut models: Vec<[BTreeMap<String, Hash>; 2]> = vec![Default::default(); 2];
+        for round in 0..300u64 {
+            let mut batch = Vec::new();
+            for k in 0..=(round % 3) {
+                let u = ((round + k) % 2) as usize;
+                let private = (round / 2 + k) % 3 == 0;
+                let n = (round * 7 + k * 3) % 12;
+                let path = if private {
+                    format!("/priv/app/{n}.txt")
+                } else {
+                    format!("/pub/app/{n}.txt")
+                };
+                let model = &mut models[u][private as usize];
+                // Few paths and two contents: the same trees, hence nodes, come back.
+                let change = if round % 11 == 5 {
+                    model.remove(&path);
+                    Change::FileDeleted { path }
+                } else {
+                    let change = put(&path, format!("{}", (round / 5) % 2).as_bytes());
+                    if let Change::FilePut { content_hash, .. } = &change {
+                        model.insert(path, content_hash.0);
+                    }
+                    change
+                };
+                seq += 1;
+                batch.push((EventSeq(seq), event(&users[u], change)));
+            }
+            store.apply_batch("p", &batch).await.unwrap();
+            if round % 4 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (runs, deleted) = collector.await.unwrap();
+        assert!(runs > 0 && deleted > 0, "runs {runs}, deleted {deleted}");
+
+        let last = store.merkle_gc(Duration::ZERO, GcScope::All).await.unwrap();
+        assert_eq!(last.failed, 0);
+        for (u, user) in users.iter().enumerate() {
+            let owner = user.public_key().to_z32();
+            for private in [false, true] {
+                let nodes = store.merkle_all_nodes(&owner, private).await.unwrap();
+                let root = store.merkle_root(&owner, private).await.unwrap().root;
+                let entries = as_entries(&models[u][private as usize]);
+                assert_eq!(root, merkle::build(&entries, &mut MemStore::default()));
+                assert_eq!(merkle::entries(&nodes, root).unwrap(), entries);
+                assert_eq!(stored(&nodes), reachable(&nodes, root));
+            }
+        }
+    }
 }

@@ -84,6 +84,7 @@ struct Inner {
     http_in_flight: Gauge,
     events_appended: Family<FamilyLabels, Counter>,
     events_projected: Counter,
+    merkle_nodes_collected: Counter,
     projector_lag_events: Gauge,
     projector_lag_seconds: Gauge<f64, AtomicU64>,
     stream_connections: Family<TransportLabels, Gauge>,
@@ -128,6 +129,7 @@ impl Metrics {
             http_in_flight: Gauge::default(),
             events_appended: Family::default(),
             events_projected: Counter::default(),
+            merkle_nodes_collected: Counter::default(),
             projector_lag_events: Gauge::default(),
             projector_lag_seconds: Gauge::default(),
             stream_connections: Family::default(),
@@ -163,6 +165,11 @@ impl Metrics {
             "events_projected",
             "Events this process's projector applied to Postgres",
             inner.events_projected.clone(),
+        );
+        registry.register(
+            "merkle_nodes_collected",
+            "Merkle nodes deleted by this process's periodic garbage collection",
+            inner.merkle_nodes_collected.clone(),
         );
         registry.register(
             "projector_lag_events",
@@ -242,6 +249,12 @@ impl Metrics {
     /// The counter the projector increments by each batch it commits.
     pub fn events_projected(&self) -> Counter {
         self.inner.events_projected.clone()
+    }
+
+    /// The counter the periodic Merkle garbage collection increments by the nodes it
+    /// deletes.
+    pub fn merkle_nodes_collected(&self) -> Counter {
+        self.inner.merkle_nodes_collected.clone()
     }
 
     pub fn set_projector_lag(&self, events: u64, seconds: f64) {

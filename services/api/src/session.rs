@@ -46,12 +46,23 @@ impl FromRequestParts<AppState> for MaybeSession {
         if let Some(session) = bearer_session(&parts.headers, state).await? {
             return Ok(MaybeSession(Some(session)));
         }
-        let Some(tenant) = request_tenant(&parts.uri, &parts.headers) else {
+        let Some(tenant) = session_tenant(&parts.uri, &parts.headers) else {
             return Ok(MaybeSession(None));
         };
         Ok(MaybeSession(
             cookie_session(&parts.headers, &tenant, state).await?,
         ))
+    }
+}
+
+/// Whose cookie a request presents: the tenant of a storage request, or the user a
+/// Merkle request (`/merkle/<user>/...`) is about, so the owner's browser session can
+/// read its private tree. Only for finding the cookie: the Merkle routes are not
+/// storage routes for rate limits and metrics, which use [`request_tenant`].
+fn session_tenant(uri: &axum::http::Uri, headers: &HeaderMap) -> Option<PublicKey> {
+    match uri.path().strip_prefix("/merkle/") {
+        Some(rest) => domain::tenant::parse_storage_owner(rest.split('/').next()?).ok(),
+        None => request_tenant(uri, headers),
     }
 }
 

@@ -25,13 +25,14 @@
 //! the history phase without consuming (and losing) live file events.
 
 use domain::EventSeq;
-use domain::event::Change;
+use domain::event::{Change, SubjectFamily};
 use futures::StreamExt;
 use log::EventLog;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use store::Progress;
+use store::{Progress, Store};
 use tokio::sync::broadcast;
 
 /// Slots of the file-event ring shared by all subscribers.
@@ -50,6 +51,9 @@ pub struct FileEvent {
     pub content_hash: Option<[u8; 32]>,
     /// When the homeserver accepted the write, in microseconds since the epoch.
     pub ts_us: u64,
+    /// The owner's Merkle root (of the tree the path is in) right after this event;
+    /// `None` when it is not known (events projected before the trees existed).
+    pub merkle_root: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +80,7 @@ impl From<store::feed::FeedEvent> for FileEvent {
             path: e.path,
             content_hash: e.content_hash,
             ts_us: e.created_us,
+            merkle_root: e.merkle_root,
         }
     }
 }
@@ -122,21 +127,23 @@ impl Fanout {
     /// `progress` must follow the projections (in-process projector, or
     /// [`Progress::follow`] in a separate events process); starting below the watermark
     /// is safe (subscribers drop what they already have) but replays that range.
-    pub fn spawn(log: EventLog, progress: Progress) -> Fanout {
+    pub fn spawn(log: EventLog, progress: Progress, store: Store) -> Fanout {
         let from = EventSeq(progress.applied().0 + 1);
-        Self::spawn_from(log, progress, from)
+        Self::spawn_from(log, progress, store, from)
     }
 
     /// Starts the upstream at `from`, which must be at most `watermark + 1` so that no
     /// event is neither in history nor live.
-    pub fn spawn_from(log: EventLog, progress: Progress, from: EventSeq) -> Fanout {
+    pub fn spawn_from(log: EventLog, progress: Progress, store: Store, from: EventSeq) -> Fanout {
         let (files, _) = broadcast::channel(CAPACITY);
         let (revocations, _) = broadcast::channel(REVOCATION_CAPACITY);
         let up = Arc::new(AtomicBool::new(false));
         let published = Arc::new(AtomicU64::new(from.0.saturating_sub(1)));
+        let roots = RootCache::new(store, from);
         let task = tokio::spawn(upstream(
             log,
             progress,
+            roots,
             from,
             files.clone(),
             revocations.clone(),
@@ -182,9 +189,11 @@ impl Fanout {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upstream(
     log: EventLog,
     progress: Progress,
+    mut roots: RootCache,
     from: EventSeq,
     files: broadcast::Sender<Arc<FileEvent>>,
     revocations: broadcast::Sender<Arc<Revocation>>,
@@ -220,7 +229,12 @@ async fn upstream(
                         continue;
                     }
                     wait_projected(&progress, logged.seq).await;
-                    publish(&files, &revocations, logged.seq, &logged.event);
+                    let root = if logged.event.change.family() == SubjectFamily::Files {
+                        roots.root_of(logged.seq, progress.applied()).await
+                    } else {
+                        None
+                    };
+                    publish(&files, &revocations, logged.seq, &logged.event, root);
                     next = EventSeq(logged.seq.0 + 1);
                     set_published(logged.seq);
                 }
@@ -230,6 +244,64 @@ async fn upstream(
         set_up(false);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The Merkle roots of projected file events, read from Postgres a range at a time.
+///
+/// The log's events carry no root: the projector computes it. Once an event is
+/// projected its root is in `events.merkle_root`, so the fan-out reads the roots of
+/// everything projected so far in one query and serves the following events from
+/// that, one query per projected batch rather than per event.
+struct RootCache {
+    store: Store,
+    /// Roots of every file event in `(.., known_upto]` not yet asked for, ascending.
+    roots: VecDeque<(EventSeq, [u8; 32])>,
+    known_upto: EventSeq,
+}
+
+/// Roots read per query.
+const ROOTS_PER_QUERY: u32 = 4096;
+
+impl RootCache {
+    fn new(store: Store, from: EventSeq) -> RootCache {
+        RootCache {
+            store,
+            roots: VecDeque::new(),
+            known_upto: EventSeq(from.0.saturating_sub(1)),
+        }
+    }
+
+    /// The root recorded on the projected event `seq` (`applied` >= `seq`). A failed
+    /// read leaves the root out rather than holding back live events: it is an extra
+    /// that clients can get again from history or `/merkle/<user>/root`.
+    async fn root_of(&mut self, seq: EventSeq, applied: EventSeq) -> Option<[u8; 32]> {
+        if seq > self.known_upto {
+            match self
+                .store
+                .event_roots(EventSeq(seq.0 - 1), applied, ROOTS_PER_QUERY)
+                .await
+            {
+                Ok(found) => {
+                    self.known_upto = match found.last() {
+                        Some((last, _)) if found.len() == ROOTS_PER_QUERY as usize => *last,
+                        _ => applied,
+                    };
+                    self.roots = found.into();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, seq = seq.0, "fan-out cannot read merkle roots");
+                    return None;
+                }
+            }
+        }
+        while self.roots.front().is_some_and(|(s, _)| *s < seq) {
+            self.roots.pop_front();
+        }
+        match self.roots.front() {
+            Some((s, root)) if *s == seq => Some(*root),
+            _ => None,
+        }
     }
 }
 
@@ -248,6 +320,7 @@ fn publish(
     revocations: &broadcast::Sender<Arc<Revocation>>,
     seq: EventSeq,
     event: &domain::Event,
+    merkle_root: Option<[u8; 32]>,
 ) {
     let user = event.user.to_z32();
     let ts_us = event.ts;
@@ -263,6 +336,7 @@ fn publish(
                 path: path.clone(),
                 content_hash: Some(content_hash.0),
                 ts_us,
+                merkle_root,
             }));
         }
         Change::FileDeleted { path } => {
@@ -273,6 +347,7 @@ fn publish(
                 path: path.clone(),
                 content_hash: None,
                 ts_us,
+                merkle_root,
             }));
         }
         Change::GrantRevoked { grant_id, .. } => {

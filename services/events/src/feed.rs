@@ -3,6 +3,11 @@
 //! Only `/pub/` events, whatever the caller's credentials (spec §3.6): private events
 //! are served only by authenticated streams. The query stops at the watermark (see
 //! `store::feed`), so paging with the returned cursor never skips an event.
+//!
+//! The body is the reference's byte for byte unless the client asks for
+//! `merkle_roots=true`: then each event line is followed by `merkle_root: <hex>`, the
+//! owner's public tree root right after that event (docs/merkle.md). Opt-in, because
+//! indexers written against the reference treat every line as an event or a cursor.
 
 use crate::params::{RawCursor, feed_params};
 use api::{ApiError, AppState};
@@ -30,14 +35,15 @@ pub async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, Ap
     };
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        render(&events),
+        render(&events, params.merkle_roots),
     )
         .into_response())
 }
 
-/// `PUT pubky://<user>/<path>` lines, then `cursor: <last seq>`; no trailing newline;
-/// empty when there are no events.
-pub fn render(events: &[store::feed::FeedEvent]) -> String {
+/// `PUT pubky://<user>/<path>` lines (each followed by its `merkle_root:` line when
+/// `with_roots` and the root is known), then `cursor: <last seq>`; no trailing
+/// newline; empty when there are no events.
+pub fn render(events: &[store::feed::FeedEvent], with_roots: bool) -> String {
     let Some(last) = events.last() else {
         return String::new();
     };
@@ -48,6 +54,11 @@ pub fn render(events: &[store::feed::FeedEvent]) -> String {
         body.push_str(&event.owner);
         body.push_str(&event.path);
         body.push('\n');
+        if let (true, Some(root)) = (with_roots, &event.merkle_root) {
+            body.push_str("merkle_root: ");
+            body.push_str(&hex::encode(root));
+            body.push('\n');
+        }
     }
     body.push_str("cursor: ");
     body.push_str(&last.seq.0.to_string());

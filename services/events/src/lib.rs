@@ -23,7 +23,7 @@
 //! exactly one fan-out:
 //!
 //! ```text
-//! let fanout = events::Fanout::spawn(state.log.clone(), state.progress.clone());
+//! let fanout = events::Fanout::spawn(state.log.clone(), state.progress.clone(), state.store.clone());
 //! let app = Router::new().merge(events::router(fanout)).with_state(state);
 //! ```
 //!

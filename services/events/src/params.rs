@@ -74,6 +74,9 @@ fn decode_legacy_timestamp(text: &str) -> Option<u64> {
 pub struct FeedParams {
     pub cursor: RawCursor,
     pub limit: u16,
+    /// `merkle_roots=true`: a `merkle_root: <hex>` line after each event line. Opt-in
+    /// because indexers written for the reference parse every line of the feed.
+    pub merkle_roots: bool,
 }
 
 /// The listing extractor's booleans: `true|yes|1|""` / `false|no|0`, any case.
@@ -105,7 +108,15 @@ pub fn feed_params(raw_query: Option<&str>) -> Result<FeedParams, ApiError> {
             parse_cursor(text).ok_or_else(|| ApiError::bad_request("Invalid cursor"))?
         }
     };
-    Ok(FeedParams { cursor, limit })
+    let merkle_roots = match first(&pairs, "merkle_roots") {
+        Some(value) => parse_bool(value)?,
+        None => false,
+    };
+    Ok(FeedParams {
+        cursor,
+        limit,
+        merkle_roots,
+    })
 }
 
 /// One `user=<z32>[:<cursor>]` of a stream.

@@ -1,9 +1,11 @@
 //! The wire forms of one event: SSE frame bytes and WebSocket JSON.
 //!
-//! The SSE frame is the reference's (spec §3.6) with two additions the published SDK
+//! The SSE frame is the reference's (spec §3.6) with additions the published SDK
 //! ignores (its parser skips unknown `key: value` data lines and handles standard
-//! `id:` fields): a `data: ts: …` line after the reference's lines, and an `id:` line,
-//! so that browsers' `EventSource` resends `Last-Event-ID` on reconnect.
+//! `id:` fields): after the reference's lines a `data: ts: …` line, a
+//! `data: merkle_root: <hex>` line (the owner's tree root right after the event, see
+//! docs/merkle.md), and an `id:` line, so that browsers' `EventSource` resends
+//! `Last-Event-ID` on reconnect.
 
 use crate::fanout::{FileEvent, Op};
 use api::rfc3339;
@@ -30,6 +32,10 @@ pub fn sse_frame(event: &FileEvent) -> Bytes {
     }
     out.push_str("\ndata: ts: ");
     out.push_str(&rfc3339(event.ts_us));
+    if let Some(root) = &event.merkle_root {
+        out.push_str("\ndata: merkle_root: ");
+        out.push_str(&hex::encode(root));
+    }
     out.push_str("\nid: ");
     out.push_str(&event.seq.0.to_string());
     out.push_str("\n\n");
@@ -48,6 +54,7 @@ struct Json<'a> {
     cursor: u64,
     content_hash: Option<String>,
     ts: String,
+    merkle_root: Option<String>,
 }
 
 pub fn ws_json(event: &FileEvent) -> String {
@@ -58,6 +65,7 @@ pub fn ws_json(event: &FileEvent) -> String {
         cursor: event.seq.0,
         content_hash: event.content_hash.as_ref().map(content_hash_base64),
         ts: rfc3339(event.ts_us),
+        merkle_root: event.merkle_root.map(hex::encode),
     };
     serde_json::to_string(&json).unwrap_or_default()
 }

@@ -61,6 +61,14 @@ pub struct Config {
     pub public_http_port: Option<u16>,
     /// ICANN domain published beside the Pubky TLS endpoint (`localhost` for local runs).
     pub icann_domain: Option<String>,
+    /// Seconds between two periodic collections of Merkle nodes that no retained root
+    /// refers to (in the process running the projector); `0` disables them
+    /// (`homeserver merkle-gc` still works). Each sweeps only the trees with a root
+    /// replaced more than `merkle_gc_grace_secs` ago since their last sweep.
+    pub merkle_gc_interval_secs: u64,
+    /// Roots replaced less than this many seconds ago stay walkable, so that a client
+    /// in the middle of a diff against one can finish.
+    pub merkle_gc_grace_secs: u64,
     /// How long a write waits for its event to become visible before answering 202.
     pub projection_wait_ms: u64,
     /// Split deployment: where `homeserver gateway` forwards writes and auth, reads,
@@ -123,6 +131,8 @@ impl Default for Config {
             public_tls_port: None,
             public_http_port: None,
             icann_domain: Some("localhost".into()),
+            merkle_gc_interval_secs: 600,
+            merkle_gc_grace_secs: 3600,
             projection_wait_ms: 5000,
             gateway_write_api: None,
             gateway_read_api: None,
@@ -199,6 +209,16 @@ impl Config {
 
     pub fn version_retention(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.version_retention_secs)
+    }
+
+    /// The periodic Merkle garbage collection, counting into `metrics`; `None` when it
+    /// is disabled (`merkle_gc_interval_secs = 0`).
+    pub fn merkle_gc(&self, metrics: &api::metrics::Metrics) -> Option<projector::MerkleGcConfig> {
+        (self.merkle_gc_interval_secs > 0).then(|| projector::MerkleGcConfig {
+            interval: std::time::Duration::from_secs(self.merkle_gc_interval_secs),
+            grace: std::time::Duration::from_secs(self.merkle_gc_grace_secs),
+            collected: metrics.merkle_nodes_collected(),
+        })
     }
 
     pub fn log_config(&self) -> log::LogConfig {

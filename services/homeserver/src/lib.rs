@@ -147,6 +147,13 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
         },
         shutdown_signal(&background),
     )));
+    if let Some(gc) = config.merkle_gc(&state.metrics) {
+        tasks.push(tokio::spawn(projector::run_merkle_gc(
+            state.store.clone(),
+            gc,
+            shutdown_signal(&background),
+        )));
+    }
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
             let (addr, task) =
@@ -169,7 +176,11 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
     let tls_addr = tls_listener.local_addr()?;
     // Live streams start at the projected position: history comes from Postgres.
     state.progress.advance(state.store.watermark().await?);
-    let fanout = events::Fanout::spawn(state.log.clone(), state.progress.clone());
+    let fanout = events::Fanout::spawn(
+        state.log.clone(),
+        state.progress.clone(),
+        state.store.clone(),
+    );
     let admin_addr = match admin {
         Some((listen, settings)) => Some(
             operator::spawn_admin_api(

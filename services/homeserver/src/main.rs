@@ -61,6 +61,17 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         grace_secs: u64,
     },
+    /// Delete Merkle nodes that neither a current root nor a root replaced within the
+    /// grace period refers to (what `merkle_gc_interval_secs` runs periodically).
+    MerkleGc {
+        /// Roots replaced less than this long ago stay walkable (default:
+        /// `merkle_gc_grace_secs`).
+        #[arg(long)]
+        grace_secs: Option<u64>,
+        /// Sweep every tree, not only those with a root replaced before the grace period.
+        #[arg(long)]
+        all: bool,
+    },
     /// Only the admin API on `admin_listen` (needs `admin_password`).
     AdminApi,
     /// Operator actions, through the admin API of a running server.
@@ -92,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuild { keep } => rebuild(config, keep).await,
         Command::Verify { user } => verify(config, &user).await,
         Command::Gc { grace_secs } => gc(config, grace_secs).await,
+        Command::MerkleGc { grace_secs, all } => merkle_gc(config, grace_secs, all).await,
         Command::AdminApi => {
             let keypair = identity(&config)?;
             homeserver::operator::run_admin_api(&config, &keypair).await
@@ -218,6 +230,7 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
         Service::Events => events::router(events::Fanout::spawn(
             state.log.clone(),
             state.progress.clone(),
+            state.store.clone(),
         )),
     };
     let router = homeserver::app::client_facing(router, state.clone());
@@ -328,6 +341,13 @@ async fn run_projector(config: Config) -> anyhow::Result<()> {
     .with_projection(log.clone(), store.clone());
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     serve_metrics(&config, health, on_stop(stop.subscribe())).await?;
+    let gc = config.merkle_gc(&metrics).map(|gc| {
+        tokio::spawn(projector::run_merkle_gc(
+            store.clone(),
+            gc,
+            on_stop(stop.subscribe()),
+        ))
+    });
     projector::run(
         log,
         store,
@@ -340,6 +360,9 @@ async fn run_projector(config: Config) -> anyhow::Result<()> {
     )
     .await;
     let _ = stop.send(());
+    if let Some(gc) = gc {
+        let _ = gc.await;
+    }
     Ok(())
 }
 
@@ -411,6 +434,25 @@ async fn gc(config: Config, grace_secs: u64) -> anyhow::Result<()> {
     let report =
         homeserver::collect_garbage(&store, &blobs, grace, config.version_retention()).await?;
     println!("{report:?}");
+    Ok(())
+}
+
+async fn merkle_gc(config: Config, grace_secs: Option<u64>, all: bool) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database_url, 2).await?;
+    let grace = std::time::Duration::from_secs(grace_secs.unwrap_or(config.merkle_gc_grace_secs));
+    let scope = if all {
+        store::merkle_gc::GcScope::All
+    } else {
+        store::merkle_gc::GcScope::Due
+    };
+    let report = store.merkle_gc(grace, scope).await?;
+    println!(
+        "merkle gc: {} trees swept, {} nodes kept, {} deleted, {} history rows pruned, {} trees skipped",
+        report.trees, report.kept, report.deleted, report.pruned, report.failed
+    );
+    if report.failed > 0 {
+        anyhow::bail!("{} trees are inconsistent (see the log)", report.failed);
+    }
     Ok(())
 }
 

@@ -83,7 +83,11 @@ pub async fn run_admin_api(config: &Config, keypair: &domain::Keypair) -> anyhow
     )?;
     let state = crate::connect(config, keypair).await?;
     let _follow = state.progress.follow(&state.store).await?;
-    let fanout = events::Fanout::spawn(state.log.clone(), state.progress.clone());
+    let fanout = events::Fanout::spawn(
+        state.log.clone(),
+        state.progress.clone(),
+        state.store.clone(),
+    );
     let mut tasks = Vec::new();
     let addr = spawn_admin_api(
         listen,

@@ -6,12 +6,16 @@
 //! any point — `kill -9` included — loses nothing and applies nothing twice: the next
 //! start resumes after the last committed event.
 //!
+//! [`run_merkle_gc`] runs beside it and deletes the Merkle nodes no retained root needs.
+//!
 //! [`rebuild`] replays the whole log into a fresh schema with the same code and checks
 //! that the result equals the live projections.
 
+mod gc;
 mod rebuild;
 mod verify;
 
+pub use gc::{MerkleGcConfig, run_merkle_gc};
 pub use rebuild::{RebuildReport, rebuild};
 pub use verify::{TreeCheck, VerifyReport, verify};
 
@@ -87,6 +91,7 @@ async fn follow(
     config: &ProjectorConfig,
 ) -> Result<(), ProjectorError> {
     let checkpoint = store.checkpoint(&config.name).await?;
+    store.backfill_merkle_trees().await?;
     progress.advance(checkpoint);
     tracing::info!(checkpoint = checkpoint.0, "projector following the log");
     apply_until(

@@ -9,6 +9,7 @@ mod file;
 mod listing;
 pub mod merkle;
 pub mod versions;
+mod merkle_diff;
 
 use api::tenant::{self, Addressing, StorageTarget};
 use api::{ApiError, AppState, MaybeSession};

@@ -95,7 +95,7 @@ impl Env {
             progress.clone(),
             ServerConfig::new(key(200).public_key()),
         );
-        let fanout = Fanout::spawn(log.clone(), progress.clone());
+        let fanout = Fanout::spawn(log.clone(), progress.clone(), store.clone());
         let app = events::router(fanout.clone()).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -6,6 +6,7 @@
 mod common;
 
 mod feed;
+mod merkle_roots;
 mod nats_permissions;
 mod no_gaps;
 mod stream;

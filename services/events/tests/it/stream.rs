@@ -26,6 +26,13 @@ async fn body(env: &Env, query: &str, headers: &[(&str, &str)]) -> (u16, String)
     (status, text)
 }
 
+/// The Merkle root of a tree holding only `path` with the test helper's content.
+fn one_entry_root(path: &str) -> String {
+    let entry = (path.to_string(), *blake3::hash(path.as_bytes()).as_bytes());
+    let mut nodes = domain::merkle::MemStore::default();
+    domain::merkle::root_hex(domain::merkle::build(&[entry], &mut nodes))
+}
+
 fn cursors(text: &str) -> Vec<u64> {
     sse_events(text).into_iter().map(|(_, _, c)| c).collect()
 }
@@ -167,6 +174,14 @@ async fn exact_frame_bytes_and_headers() {
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(headers["vary"], "pubky-host, Authorization, Cookie");
     let text = response.text().await.expect("body");
+    // The root line is the root of the one-entry tree, unchanged by deleting a path
+    // that was never there.
+    let root = one_entry_root("/pub/example.txt");
+    assert_eq!(
+        text.matches(&format!("data: merkle_root: {root}\n"))
+            .count(),
+        2
+    );
     // The hash line equals the standard padded base64 of the BLAKE3 digest.
     let hash = blake3::hash(b"/pub/example.txt");
     let b64 = events::content_hash_base64(hash.as_bytes());
@@ -374,7 +389,8 @@ async fn websocket_frames_and_resume() {
     assert_eq!(
         first,
         serde_json::json!({"type": "PUT", "user": a, "path": "/pub/a", "cursor": 2,
-            "content_hash": hash, "ts": "2026-07-25T17:20:00.000000Z"})
+            "content_hash": hash, "ts": "2026-07-25T17:20:00.000000Z",
+            "merkle_root": one_entry_root("/pub/a")})
     );
     env.del(&alice, "/pub/a").await; // 3
     let second = next_json(&mut socket).await.expect("live event");

@@ -15,6 +15,7 @@ mod foundation;
 mod interop;
 mod listing_model;
 mod merkle;
+mod merkle_sync;
 mod metrics;
 mod private_matrix;
 mod rate_limits;

@@ -25,7 +25,11 @@ async fn second_instance(s: &common::TestServer) -> String {
     let state = homeserver::connect(&s.config, &s.keypair)
         .await
         .expect("second instance");
-    let fanout = events::Fanout::spawn(state.log.clone(), state.progress.clone());
+    let fanout = events::Fanout::spawn(
+        state.log.clone(),
+        state.progress.clone(),
+        state.store.clone(),
+    );
     let app = homeserver::app::router(state, fanout);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

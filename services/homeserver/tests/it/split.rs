@@ -70,6 +70,28 @@ async fn reads_from_another_process_see_every_acknowledged_write() {
         .await
         .unwrap();
     assert_eq!(get.text().await.unwrap(), "through the gateway");
+    // The private Merkle tree through the gateway: the bearer token reaches the read-api
+    // (the diff's POST too), and without it the answer is the storage read's 401.
+    let private_root = format!("{gateway_url}/merkle/{owner}/root?tree=priv");
+    let anonymous = http.get(&private_root).send().await.unwrap();
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let signed = http
+        .get(&private_root)
+        .bearer_auth(token.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), reqwest::StatusCode::OK);
+    let signed: serde_json::Value = signed.json().await.unwrap();
+    assert_eq!(signed["tree"], "priv");
+    let diff_round = http
+        .post(format!("{gateway_url}/merkle/{owner}/nodes?tree=priv"))
+        .bearer_auth(token.as_str())
+        .body(vec![0u8; 32])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(diff_round.status(), reqwest::StatusCode::OK);
     // A live WebSocket stream through the gateway (an upgraded, spliced connection):
     // the history event first, then a write made after the handshake.
     let ws_url = format!(

@@ -1,0 +1,112 @@
+//! `GET /merkle/<user>/diff?from=<root>`: the paths that changed in one of a user's
+//! trees since a root the server still holds, in one round trip (docs/merkle.md,
+//! "Diff protocol").
+//!
+//! The answer carries the signed current root, so a client applies the changes to its
+//! copy and checks the root it gets against the signature: nothing in the answer has to
+//! be trusted. A root whose nodes are gone (collected, or never stored because it was
+//! in the middle of a projected batch) is a 404 and the client diffs node by node with
+//! `POST /merkle/<user>/nodes` instead.
+
+use crate::merkle::{finish, json_response, owner, requested_tree, signed_root};
+use api::{ApiError, AppState, MaybeSession};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use domain::merkle::{self, Hash};
+
+/// Differences one answer lists by default and at most. A client that is further
+/// behind than that gets the first ones (`complete: false`); the node protocol is the
+/// better tool for it anyway, since it moves whole subtrees' worth of changes.
+pub const DEFAULT_LIMIT: usize = 1_000;
+pub const MAX_LIMIT: usize = 10_000;
+
+struct DiffParams {
+    from: Option<Hash>,
+    private: bool,
+    limit: usize,
+}
+
+impl DiffParams {
+    fn parse(query: Option<&str>) -> Result<DiffParams, ApiError> {
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let first = |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let from =
+            first("from").ok_or_else(|| ApiError::bad_request("Missing `from` query parameter"))?;
+        let mut root = [0u8; 32];
+        hex::decode_to_slice(from, &mut root)
+            .map_err(|_| ApiError::bad_request("`from` is a root: 64 hex digits"))?;
+        let private = requested_tree(query)?.unwrap_or(false);
+        let limit = match first("limit") {
+            None => DEFAULT_LIMIT,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("`limit` is a number from 1 to {MAX_LIMIT}"))
+                })?,
+        };
+        Ok(DiffParams {
+            from: (root != [0; 32]).then_some(root),
+            private,
+            limit,
+        })
+    }
+}
+
+pub async fn diff(
+    State(state): State<AppState>,
+    session: MaybeSession,
+    Path(segment): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let private = matches!(requested_tree(query.as_deref()), Ok(Some(true)));
+    let result = async {
+        let params = DiffParams::parse(query.as_deref())?;
+        // A diff of the private tree names private paths: the owner's read of `/priv/`.
+        let owner = owner(&state, &segment, &session, params.private, "/priv/").await?;
+        let user = owner.to_z32();
+        let diff = state
+            .store
+            .merkle_diff(&user, params.private, params.from, params.limit)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!(
+                    "Unknown root {}: its nodes are not stored here; diff with POST /merkle/{user}/nodes",
+                    merkle::root_hex(params.from)
+                ))
+            })?;
+        let differences: Vec<serde_json::Value> = diff
+            .differences
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "path": d.key,
+                    "from": d.local.map(hex::encode),
+                    "to": d.remote.map(hex::encode),
+                })
+            })
+            .collect();
+        Ok::<_, ApiError>(json_response(serde_json::json!({
+            "user": user,
+            "tree": if params.private { "priv" } else { "pub" },
+            "from": merkle::root_hex(params.from),
+            "to": merkle::root_hex(diff.to.root),
+            "seq": diff.to.seq,
+            "complete": diff.complete,
+            "differences": differences,
+            "signed_root": signed_root(&state, &owner, params.private, diff.to),
+        })))
+    }
+    .await;
+    finish(result, private)
+}
