@@ -177,16 +177,4 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Of `hashes`, the ones some entry still references (for blob garbage collection).
-    pub async fn referenced_hashes(&self, hashes: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
-        let hashes: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT DISTINCT content_hash FROM entries WHERE content_hash = ANY($1)",
-        )
-        .bind(&hashes)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().filter_map(|h| h.try_into().ok()).collect())
-    }
 }

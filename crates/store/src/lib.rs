@@ -16,6 +16,7 @@ pub mod progress;
 pub mod projection;
 pub mod streams;
 pub mod users;
+pub mod versions;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};

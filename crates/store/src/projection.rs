@@ -258,8 +258,9 @@ async fn apply(
                     WHERE entries.seq < excluded.seq
                  ),
                  feed AS (
-                    INSERT INTO events (seq, owner, op, path, content_hash, created_us, private, merkle_root)
-                    VALUES ($7, $1, 'PUT', $2, $3, $6, $8, $10) ON CONFLICT DO NOTHING
+                    INSERT INTO events (seq, owner, op, path, content_hash, created_us, private,
+                                        merkle_root, content_length, content_type)
+                    VALUES ($7, $1, 'PUT', $2, $3, $6, $8, $10, $4, $5) ON CONFLICT DO NOTHING
                  )
                  UPDATE users SET
                     used_bytes = used_bytes + $4 - COALESCE((SELECT size FROM old), -$9),

@@ -192,6 +192,101 @@ async fn the_projector_maintains_the_merkle_trees_of_the_entries() {
     assert_eq!(merkle::verify(root.root, absent, &proof).unwrap(), None);
 }
 
+/// Every file event is a version of its path: the projector records a PUT's length
+/// and type, the history lists newest first with when each version was replaced, and
+/// the blob GC's reference check keeps exactly the versions within the retention.
+#[tokio::test]
+async fn file_events_are_versions_kept_for_the_retention() {
+    use hs_store::versions::VersionRow;
+    use std::time::Duration;
+
+    let store = store().await;
+    let dave = Keypair::from_secret_key(&[5; 32]);
+    let signup = Change::UserSignedUp {
+        signup_token: None,
+        limits: UserLimits::default(),
+        cookie_session: None,
+        pop_nonce: None,
+    };
+    let at = |secs: u64, change: Change| {
+        Event::new(dave.public_key(), secs * 1_000_000, "r".into(), change)
+    };
+    let path = "/pub/app/a.txt";
+    store
+        .apply_batch(
+            "p",
+            &[
+                (EventSeq(1), at(100, signup)),
+                (EventSeq(2), at(100, put(path, b"one"))),
+                (EventSeq(3), at(200, put("/pub/app/b.txt", b"b"))),
+                (EventSeq(4), at(300, put(path, b"two!"))),
+                (
+                    EventSeq(5),
+                    at(400, Change::FileDeleted { path: path.into() }),
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let owner = dave.public_key();
+    let all = store.versions(&owner, path, None, 10).await.unwrap();
+    let hash = |c: &[u8]| Some(*blake3::hash(c).as_bytes());
+    let version = |seq, content: Option<&[u8]>, created: u64, replaced: Option<u64>| VersionRow {
+        seq: EventSeq(seq),
+        deleted: content.is_none(),
+        content_hash: content.and_then(hash),
+        content_length: content.map(|c| c.len() as u64),
+        content_type: content.map(|_| "text/plain".into()),
+        created_us: created * 1_000_000,
+        replaced_us: replaced.map(|s| s * 1_000_000),
+    };
+    assert_eq!(
+        all,
+        [
+            version(5, None, 400, None),
+            version(4, Some(b"two!"), 300, Some(400)),
+            version(2, Some(b"one"), 100, Some(300)),
+        ]
+    );
+    assert_eq!(
+        store
+            .versions(&owner, path, Some(EventSeq(5)), 1)
+            .await
+            .unwrap(),
+        all[1..2]
+    );
+    assert_eq!(
+        store.version(&owner, path, EventSeq(2)).await.unwrap(),
+        Some(all[2].clone())
+    );
+    assert_eq!(
+        store.version(&owner, path, EventSeq(3)).await.unwrap(),
+        None
+    );
+    assert!(store.has_versions(&owner, path).await.unwrap());
+    assert!(!store.has_versions(&owner, "/pub/app/c.txt").await.unwrap());
+
+    // At t = 450 s with a retention of 100 s: version 4 (replaced at 400) is readable,
+    // version 2 (replaced at 300) is not; b.txt is current.
+    let now = 450 * 1_000_000;
+    let retention = Duration::from_secs(100);
+    assert!(all[1].readable(now, retention) && !all[2].readable(now, retention));
+    assert!(
+        !all[0].readable(now, retention),
+        "a deletion has no content"
+    );
+    let hashes = [b"one" as &[u8], b"two!", b"b", b"never"].map(|c| hash(c).unwrap());
+    let mut kept = store
+        .referenced_hashes(&hashes, retention, now)
+        .await
+        .unwrap();
+    kept.sort();
+    let mut expected = vec![hashes[1], hashes[2]];
+    expected.sort();
+    assert_eq!(kept, expected);
+}
+
 mod merkle_gc {
     //! Garbage collection of Merkle nodes: what is kept, what goes, and a collection
     //! racing with the projector.

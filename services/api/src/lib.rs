@@ -30,6 +30,16 @@ pub fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// RFC 3339 in UTC with microseconds, e.g. `2026-08-01T12:00:00.123456Z`: how event
+/// times are shown on stream lines and in version lists.
+pub fn rfc3339(ts_us: u64) -> String {
+    i64::try_from(ts_us)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| ts_us.to_string())
+}
+
 /// Seconds since the Unix epoch: the time unit of grants and bearer tokens.
 pub fn now_secs() -> u64 {
     now_micros() / 1_000_000

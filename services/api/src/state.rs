@@ -30,7 +30,13 @@ pub struct ServerConfig {
     pub unauthenticated_ip_rate_read: Option<crate::bandwidth::Bandwidth>,
     /// The homeserver's key, to sign users' Merkle roots; `None` serves them unsigned.
     pub root_signer: Option<RootSigner>,
+    /// How long a replaced or deleted version of a file stays readable by sequence
+    /// (`/versions/`) and its blob safe from GC; zero = only current versions.
+    pub version_retention: Duration,
 }
+
+/// Default of [`ServerConfig::version_retention`]: 30 days.
+pub const DEFAULT_VERSION_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The homeserver key as the signer of Merkle root statements (its `Debug` shows only
 /// the public key).
@@ -55,6 +61,7 @@ impl ServerConfig {
             rate_write: None,
             unauthenticated_ip_rate_read: None,
             root_signer: None,
+            version_retention: DEFAULT_VERSION_RETENTION,
         }
     }
 }

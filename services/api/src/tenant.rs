@@ -29,8 +29,13 @@ pub struct StorageTarget {
 
 /// Parses `/storage/<owner>/<path>` with the reference's exact 400 texts.
 pub fn path_addressed(uri_path: &str) -> Result<StorageTarget, ApiError> {
-    let rest = uri_path
-        .strip_prefix("/storage/")
+    owner_and_path(uri_path.strip_prefix("/storage/").unwrap_or_default())
+}
+
+/// Parses `<owner>/<path>`, the part of a path-addressed URL after its route prefix
+/// (`/storage/`, `/versions/`), with the reference's texts.
+pub fn owner_and_path(rest: &str) -> Result<StorageTarget, ApiError> {
+    let rest = Some(rest)
         .filter(|rest| !rest.is_empty())
         .ok_or_else(|| ApiError::bad_request("Missing storage owner or path"))?;
     let (owner, path) = rest
@@ -71,9 +76,13 @@ pub fn legacy_path(uri_path: &str) -> Result<EntryPath, ApiError> {
 }
 
 /// The drive a request is about, for finding its cookie: the path owner of
-/// path-addressed requests, else the legacy tenant.
+/// path-addressed requests (storage and version history), else the legacy tenant.
 pub fn request_tenant(uri: &Uri, headers: &HeaderMap) -> Option<PublicKey> {
-    match uri.path().strip_prefix("/storage/") {
+    let path = uri.path();
+    match path
+        .strip_prefix("/storage/")
+        .or_else(|| path.strip_prefix("/versions/"))
+    {
         Some(rest) => parse_storage_owner(rest.split('/').next()?).ok(),
         None => legacy_owner_opt(uri, headers),
     }
@@ -140,8 +149,23 @@ mod tests {
             text(path_addressed(&format!("/storage/{KEY}/pub/../../x"))),
             "Invalid storage path: path traverses above root"
         );
+        let ok = owner_and_path(&format!("{KEY}/pub/a%20b/c.txt")).unwrap();
+        assert_eq!(ok.path.as_str(), "/pub/a b/c.txt");
         let ok = path_addressed(&format!("/storage/{KEY}/pub/a%20b/c.txt")).unwrap();
         assert_eq!(ok.owner.to_z32(), KEY);
         assert_eq!(ok.path.as_str(), "/pub/a b/c.txt");
+    }
+
+    #[test]
+    fn version_history_urls_name_their_tenant_like_storage_urls() {
+        let headers = HeaderMap::new();
+        for path in [
+            format!("/storage/{KEY}/pub/a"),
+            format!("/versions/{KEY}/pub/a"),
+        ] {
+            let uri: Uri = path.parse().unwrap();
+            let tenant = request_tenant(&uri, &headers).map(|k| k.to_z32());
+            assert_eq!(tenant.as_deref(), Some(KEY), "{path}");
+        }
     }
 }

@@ -39,10 +39,11 @@ mod render;
 mod sse;
 mod ws;
 
+pub use api::rfc3339;
 pub use engine::End;
 pub use fanout::{CAPACITY, Fanout, FileEvent, Op, Revocation, Subscription};
 pub use params::MAX_USERS;
-pub use render::{content_hash_base64, rfc3339, sse_frame, ws_json};
+pub use render::{content_hash_base64, sse_frame, ws_json};
 pub use sse::KEEP_ALIVE_INTERVAL;
 
 use api::AppState;

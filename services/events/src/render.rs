@@ -8,18 +8,10 @@
 //! `Last-Event-ID` on reconnect.
 
 use crate::fanout::{FileEvent, Op};
+use api::rfc3339;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-
-/// RFC 3339 in UTC with microseconds, e.g. `2026-08-01T12:00:00.123456Z`.
-pub fn rfc3339(ts_us: u64) -> String {
-    i64::try_from(ts_us)
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_micros)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .unwrap_or_else(|| ts_us.to_string())
-}
 
 pub fn content_hash_base64(hash: &[u8; 32]) -> String {
     STANDARD.encode(hash)

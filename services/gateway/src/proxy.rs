@@ -109,8 +109,9 @@ fn upstream_of<'a>(upstreams: &'a Upstreams, method: &Method, path: &str) -> &'a
         || path.starts_with("/signup_tokens/");
     if path.starts_with("/events/") || path == "/events-stream" || path == "/events-ws" {
         &upstreams.events
-    } else if path.starts_with("/merkle/") {
-        // Merkle reads, including the diff's POST of wanted node hashes.
+    } else if path.starts_with("/merkle/") || path.starts_with("/versions/") {
+        // Merkle reads, including the diff's POST of wanted node hashes; version
+        // history (whatever the method: the read-api answers 405, not the write-api).
         &upstreams.read_api
     } else if auth || matches!(*method, Method::PUT | Method::DELETE | Method::POST) {
         &upstreams.write_api
@@ -210,5 +211,8 @@ mod tests {
         // The diff round is a POST, and still a read.
         assert_eq!(upstream_of(&u, &Method::POST, "/merkle/k/nodes"), "r");
         assert_eq!(upstream_of(&u, &Method::GET, "/merkle/k/root"), "r");
+        assert_eq!(upstream_of(&u, &Method::GET, "/versions/k/pub/a"), "r");
+        assert_eq!(upstream_of(&u, &Method::HEAD, "/versions/k/pub/a"), "r");
+        assert_eq!(upstream_of(&u, &Method::PUT, "/versions/k/pub/a"), "r");
     }
 }

@@ -24,6 +24,7 @@ pub fn router(state: AppState, fanout: events::Fanout) -> Router {
         .route("/storage/", any(missing_owner))
         .route("/storage/{*rest}", storage)
         .merge(read_api::merkle::router())
+        .merge(read_api::versions::router())
         .merge(write_api::auth_router())
         .merge(events::router(fanout))
         .fallback(legacy);

@@ -76,6 +76,10 @@ pub struct Config {
     pub gateway_write_api: Option<String>,
     pub gateway_read_api: Option<String>,
     pub gateway_events: Option<String>,
+    /// How long a replaced or deleted version of a file stays readable under
+    /// `/versions/` (and its blob safe from `homeserver gc`), counted from the event
+    /// that replaced it; `0` = only current versions. Default 30 days.
+    pub version_retention_secs: u64,
     /// `pretty` or `json` logs.
     pub log_format: String,
     /// Request-count limits (429), counted across instances through NATS; see the
@@ -133,6 +137,7 @@ impl Default for Config {
             gateway_write_api: None,
             gateway_read_api: None,
             gateway_events: None,
+            version_retention_secs: api::state::DEFAULT_VERSION_RETENTION.as_secs(),
             log_format: "pretty".into(),
             rate_limits: vec![api::rate_limit::RateLimitRule::signup_token_lookups()],
             rate_read: None,
@@ -200,6 +205,10 @@ impl Config {
             concurrency: self.republish_concurrency.max(1),
             ..pkarr_publish::RepublishSchedule::default()
         })
+    }
+
+    pub fn version_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.version_retention_secs)
     }
 
     /// The periodic Merkle garbage collection, counting into `metrics`; `None` when it

@@ -84,6 +84,7 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
     server.default_quota_mb = config.default_quota_mb;
     server.max_body_bytes = config.max_body_bytes;
     server.projection_wait = Duration::from_millis(config.projection_wait_ms);
+    server.version_retention = config.version_retention();
     let bandwidth = |name: &str, value: &Option<String>| {
         value
             .as_deref()
@@ -103,6 +104,27 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
         AppState::new(store, log, blobs, store::Progress::new(), server)
             .with_rate_limits(rate_limits),
     )
+}
+
+/// `homeserver gc`: deletes the blobs older than `grace` that neither an entry nor a
+/// version still within `version_retention` references.
+pub async fn collect_garbage(
+    store: &store::Store,
+    blobs: &blobs::BlobStore,
+    grace: Duration,
+    version_retention: Duration,
+) -> anyhow::Result<blobs::GcReport> {
+    let check = |hashes: &[blobs::BlobHash]| {
+        let hashes: Vec<[u8; 32]> = hashes.iter().map(|h| h.0).collect();
+        let store = store.clone();
+        async move {
+            let referenced = store
+                .referenced_hashes(&hashes, version_retention, api::now_micros())
+                .await?;
+            Ok::<_, store::StoreError>(referenced.into_iter().map(blobs::BlobHash).collect())
+        }
+    };
+    Ok(blobs.gc(&check, grace).await?)
 }
 
 /// Starts every service in this process.

@@ -54,7 +54,8 @@ enum Command {
         /// The user's public key (z-base-32).
         user: String,
     },
-    /// Delete blobs no entry references any more (older than the grace period).
+    /// Delete blobs that neither an entry nor a version within `version_retention_secs`
+    /// references (older than the grace period).
     Gc {
         /// Blobs younger than this are kept: their upload's event may be in flight.
         #[arg(long, default_value_t = 3600)]
@@ -429,17 +430,9 @@ async fn verify(config: Config, user: &str) -> anyhow::Result<()> {
 async fn gc(config: Config, grace_secs: u64) -> anyhow::Result<()> {
     let store = store::Store::connect(&config.database_url, 2).await?;
     let blobs = blobs::BlobStore::new(&config.blob_config())?;
-    let check = |hashes: &[blobs::BlobHash]| {
-        let hashes: Vec<[u8; 32]> = hashes.iter().map(|h| h.0).collect();
-        let store = store.clone();
-        async move {
-            let referenced = store.referenced_hashes(&hashes).await?;
-            Ok::<_, store::StoreError>(referenced.into_iter().map(blobs::BlobHash).collect())
-        }
-    };
-    let report = blobs
-        .gc(&check, std::time::Duration::from_secs(grace_secs))
-        .await?;
+    let grace = std::time::Duration::from_secs(grace_secs);
+    let report =
+        homeserver::collect_garbage(&store, &blobs, grace, config.version_retention()).await?;
     println!("{report:?}");
     Ok(())
 }

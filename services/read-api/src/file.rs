@@ -1,4 +1,5 @@
-//! Serving one file: validators, conditional requests and byte ranges.
+//! Serving one file (its current version, or an earlier one for `/versions/`):
+//! validators, conditional requests and byte ranges.
 //!
 //! The ETag is the quoted standard base64 of the BLAKE3 hash, so it is the same on
 //! every instance and after a rebuild. Ranges (RFC 9110 §14) go beyond the reference,
@@ -12,6 +13,16 @@ use axum::response::{IntoResponse, Response};
 use blobs::{BlobError, BlobHash};
 use std::time::{Duration, UNIX_EPOCH};
 
+/// One stored version of a file, as a response serves it.
+#[derive(Debug, Clone)]
+pub struct Servable {
+    pub hash: BlobHash,
+    pub size: u64,
+    pub content_type: String,
+    pub modified_us: u64,
+}
+
+/// The current version of `target`.
 pub async fn serve(
     state: &AppState,
     method: &Method,
@@ -27,9 +38,36 @@ pub async fn serve(
         .entry(&target.owner, target.path.as_str())
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let hash = BlobHash(entry.content_hash);
+    let file = Servable {
+        hash: BlobHash(entry.content_hash),
+        size: entry.size,
+        content_type: entry.content_type,
+        modified_us: entry.modified_us,
+    };
+    respond(
+        state,
+        method,
+        headers,
+        &file,
+        target.path.as_str(),
+        bandwidth,
+    )
+    .await
+}
+
+/// Answers a read of `file` (of `path`, for messages): validators, conditional
+/// request, range, then the body streamed from the blob store.
+pub async fn respond(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    file: &Servable,
+    path: &str,
+    bandwidth: Option<std::sync::Arc<api::bandwidth::Bucket>>,
+) -> Result<Response, ApiError> {
+    let hash = file.hash;
     let etag = hash.etag();
-    let modified = UNIX_EPOCH + Duration::from_micros(entry.modified_us);
+    let modified = UNIX_EPOCH + Duration::from_micros(file.modified_us);
     let last_modified = httpdate::fmt_http_date(modified);
 
     let mut response_headers = HeaderMap::new();
@@ -40,24 +78,24 @@ pub async fn serve(
         HeaderValue::from_static("private, must-revalidate"),
     );
 
-    if not_modified(headers, &etag, entry.modified_us) {
+    if not_modified(headers, &etag, file.modified_us) {
         return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
     }
 
     insert(
         &mut response_headers,
         header::CONTENT_TYPE,
-        &entry.content_type,
+        &file.content_type,
     );
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let range = match requested_range(headers, entry.size) {
+    let range = match requested_range(headers, file.size) {
         RangeRequest::Whole => None,
         RangeRequest::Range(first, last) => Some((first, last)),
         RangeRequest::Unsatisfiable => {
             insert(
                 &mut response_headers,
                 header::CONTENT_RANGE,
-                &format!("bytes */{}", entry.size),
+                &format!("bytes */{}", file.size),
             );
             return Ok((StatusCode::RANGE_NOT_SATISFIABLE, response_headers).into_response());
         }
@@ -71,10 +109,10 @@ pub async fn serve(
         insert(
             &mut response_headers,
             header::CONTENT_RANGE,
-            &format!("bytes {first}-{last}/{}", entry.size),
+            &format!("bytes {first}-{last}/{}", file.size),
         );
     }
-    let length = range.map_or(entry.size, |(first, last)| last - first + 1);
+    let length = range.map_or(file.size, |(first, last)| last - first + 1);
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if method == Method::HEAD {
         return Ok((status, response_headers).into_response());
@@ -91,7 +129,7 @@ pub async fn serve(
             return Err(ApiError::Unavailable(format!(
                 "blob {} of {} is missing",
                 hash.to_hex(),
-                target.path
+                path
             )));
         }
         Err(e) => return Err(ApiError::Unavailable(e.to_string())),

@@ -1,5 +1,5 @@
 //! The read side of storage: `GET`/`HEAD` of files, directory listings, `/` and
-//! `/info` (spec §3.1, §3.5).
+//! `/info` (spec §3.1, §3.5), plus the Merkle and version-history routes.
 //!
 //! Everything is served from the projections and the blob store; nothing here appends
 //! to the log. Authorization runs before any lookup, so for `/priv/` the answer to an
@@ -8,6 +8,7 @@
 mod file;
 mod listing;
 pub mod merkle;
+pub mod versions;
 mod merkle_diff;
 
 use api::tenant::{self, Addressing, StorageTarget};
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/info", get(info))
         .route("/storage/{*rest}", get(get_storage))
         .merge(merkle::router())
+        .merge(versions::router())
         .fallback(get_legacy)
 }
 

@@ -23,3 +23,4 @@ mod readiness;
 mod shutdown;
 mod split;
 mod storage;
+mod versions;
