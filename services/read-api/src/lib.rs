@@ -8,8 +8,8 @@
 mod file;
 mod listing;
 pub mod merkle;
-pub mod versions;
 mod merkle_diff;
+pub mod versions;
 
 use api::tenant::{self, Addressing, StorageTarget};
 use api::{ApiError, AppState, MaybeSession};
