@@ -213,20 +213,7 @@ async fn lock_root(
     owner: &str,
     private: bool,
 ) -> Result<Option<TreeRoot>> {
-    let row: Option<(Option<Vec<u8>>, i64)> = sqlx::query_as(
-        "SELECT root, seq FROM merkle_roots WHERE owner = $1 AND private = $2 FOR UPDATE",
-    )
-    .bind(owner)
-    .bind(private)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.map(|(root, seq)| {
-        Ok(TreeRoot {
-            root: root.map(|r| to_hash(&r)).transpose()?,
-            seq: seq.max(0) as u64,
-        })
-    })
-    .transpose()
+    select_root(&mut **tx, owner, private, " FOR UPDATE").await
 }
 
 async fn read_root<'e, E: sqlx::PgExecutor<'e>>(
@@ -234,12 +221,22 @@ async fn read_root<'e, E: sqlx::PgExecutor<'e>>(
     owner: &str,
     private: bool,
 ) -> Result<Option<TreeRoot>> {
-    let row: Option<(Option<Vec<u8>>, i64)> =
-        sqlx::query_as("SELECT root, seq FROM merkle_roots WHERE owner = $1 AND private = $2")
-            .bind(owner)
-            .bind(private)
-            .fetch_optional(executor)
-            .await?;
+    select_root(executor, owner, private, "").await
+}
+
+async fn select_root<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    owner: &str,
+    private: bool,
+    locking: &'static str,
+) -> Result<Option<TreeRoot>> {
+    let sql =
+        format!("SELECT root, seq FROM merkle_roots WHERE owner = $1 AND private = $2{locking}");
+    let row: Option<(Option<Vec<u8>>, i64)> = sqlx::query_as(&sql)
+        .bind(owner)
+        .bind(private)
+        .fetch_optional(executor)
+        .await?;
     row.map(|(root, seq)| {
         Ok(TreeRoot {
             root: root.map(|r| to_hash(&r)).transpose()?,

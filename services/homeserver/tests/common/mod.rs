@@ -96,6 +96,32 @@ impl TestServer {
         format!("http://{}{}", self.server.http_addr, path)
     }
 
+    /// `PUT` of a text file by its owner, which must answer 201.
+    pub async fn put_ok(&self, user: &TestUser, path: &str, body: &str) {
+        let r = self
+            .http
+            .put(self.storage(user, path))
+            .bearer_auth(&user.token)
+            .header("content-type", "text/plain")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "PUT {path}");
+    }
+
+    /// `DELETE` by the owner, which must answer 204.
+    pub async fn delete_ok(&self, user: &TestUser, path: &str) {
+        let r = self
+            .http
+            .delete(self.storage(user, path))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT, "DELETE {path}");
+    }
+
     pub fn storage(&self, user: &TestUser, path: &str) -> String {
         self.url(&format!("/storage/{}{}", user.z32(), path))
     }

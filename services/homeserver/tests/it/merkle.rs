@@ -3,22 +3,10 @@
 
 use crate::common;
 
-use common::{TestServer, TestUser, start, start_with};
+use common::{TestServer, start, start_with};
 use domain::merkle::{self, DiffSession, Difference, Hash, MemStore, Proof};
 use reqwest::StatusCode;
 use std::collections::BTreeMap;
-
-async fn put(s: &TestServer, u: &TestUser, path: &str, body: &str) {
-    let r = s
-        .http
-        .put(s.storage(u, path))
-        .bearer_auth(&u.token)
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(r.status(), StatusCode::CREATED, "PUT {path}");
-}
 
 async fn json(s: &TestServer, path: &str) -> (StatusCode, serde_json::Value) {
     let r = s.http.get(s.url(path)).send().await.expect("GET");
@@ -45,10 +33,10 @@ async fn roots_are_signed_proofs_verify_and_a_diff_finds_the_changed_paths() {
     for n in 0..60 {
         let path = format!("/pub/app/posts/{n:03}.json");
         let body = format!("{{\"n\":{n}}}");
-        put(&s, &u, &path, &body).await;
+        s.put_ok(&u, &path, &body).await;
         files.insert(path, hash_of(&body));
     }
-    put(&s, &u, "/priv/secret.txt", "hidden").await;
+    s.put_ok(&u, "/priv/secret.txt", "hidden").await;
 
     // The signed root: the homeserver's signature over the statement, and the same
     // root the client computes from what it wrote (the tree depends only on the set).
@@ -169,8 +157,8 @@ async fn roots_are_signed_proofs_verify_and_a_diff_finds_the_changed_paths() {
 
     // A client whose copy is stale (one file changed since, one deleted, one new on
     // the server) learns exactly those paths through the diff rounds.
-    put(&s, &u, "/pub/app/posts/010.json", "changed").await;
-    put(&s, &u, "/pub/app/posts/new.json", "new").await;
+    s.put_ok(&u, "/pub/app/posts/010.json", "changed").await;
+    s.put_ok(&u, "/pub/app/posts/new.json", "new").await;
     let r = s
         .http
         .delete(s.storage(&u, "/pub/app/posts/020.json"))
@@ -279,10 +267,11 @@ async fn verify_recomputes_the_trees_from_entries_and_log_and_catches_tampering(
     let s = start().await;
     let u = s.user().await;
     for n in 0..20 {
-        put(&s, &u, &format!("/pub/app/{n}.txt"), &format!("v{n}")).await;
+        s.put_ok(&u, &format!("/pub/app/{n}.txt"), &format!("v{n}"))
+            .await;
     }
-    put(&s, &u, "/pub/app/3.txt", "rewritten").await;
-    put(&s, &u, "/priv/a.txt", "private").await;
+    s.put_ok(&u, "/pub/app/3.txt", "rewritten").await;
+    s.put_ok(&u, "/priv/a.txt", "private").await;
     let r = s
         .http
         .delete(s.storage(&u, "/pub/app/5.txt"))
@@ -430,10 +419,10 @@ async fn the_private_tree_is_served_to_its_readers_only() {
         ("/priv/app/b.txt", "beta"),
         ("/priv/other/c.txt", "gamma"),
     ] {
-        put(&s, &u, path, body).await;
+        s.put_ok(&u, path, body).await;
         private.insert(path.to_string(), hash_of(body));
     }
-    put(&s, &u, "/pub/open.txt", "open").await;
+    s.put_ok(&u, "/pub/open.txt", "open").await;
     let entries: Vec<(String, Hash)> = private.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let expected_root = merkle::build(&entries, &mut MemStore::default());
     let app_reader = session(&s, &u.keypair, &["/priv/app/:r"]).await;
@@ -668,22 +657,24 @@ async fn garbage_collection_keeps_current_and_recently_replaced_roots_walkable()
     let user = u.z32();
     let pool = sqlx::PgPool::connect(&s.env.database_url).await.unwrap();
     for n in 0..40 {
-        put(&s, &u, &format!("/pub/app/{n}.txt"), &format!("v{n}")).await;
+        s.put_ok(&u, &format!("/pub/app/{n}.txt"), &format!("v{n}"))
+            .await;
     }
     for n in 0..8 {
-        put(&s, &u, &format!("/priv/app/{n}.txt"), &format!("p{n}")).await;
+        s.put_ok(&u, &format!("/priv/app/{n}.txt"), &format!("p{n}"))
+            .await;
     }
     // Many overwrites, each a new root of one tree.
     for round in 0..20 {
-        put(&s, &u, "/pub/app/7.txt", &format!("r{round}")).await;
-        put(&s, &u, "/priv/app/3.txt", &format!("r{round}")).await;
+        s.put_ok(&u, "/pub/app/7.txt", &format!("r{round}")).await;
+        s.put_ok(&u, "/priv/app/3.txt", &format!("r{round}")).await;
     }
     let first_pub = signed_root(&s, &user, "", None).await;
     let (before_last, _) = walk(&s, &user, false, first_pub, None).await;
     let before_entries = merkle::entries(&before_last, first_pub).unwrap();
     // The last overwrite: a client still diffing against `first_pub` must be able to
     // finish, so it stays; every older root left the grace period.
-    put(&s, &u, "/pub/app/9.txt", "last").await;
+    s.put_ok(&u, "/pub/app/9.txt", "last").await;
     sqlx::query("UPDATE merkle_root_history SET replaced_us = 0 WHERE owner = $1 AND root <> $2")
         .bind(&user)
         .bind(first_pub.unwrap().to_vec())
@@ -769,7 +760,7 @@ async fn garbage_collection_during_writes_leaves_trees_that_verify() {
             format!("/pub/app/{}.txt", round % 5)
         };
         // Two contents only: trees, and so nodes, come back after being collected.
-        put(&s, &u, &path, &format!("{}", (round / 7) % 2)).await;
+        s.put_ok(&u, &path, &format!("{}", (round / 7) % 2)).await;
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(collector.await.unwrap() > 0);

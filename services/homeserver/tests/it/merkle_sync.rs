@@ -4,33 +4,10 @@
 
 use crate::common;
 
-use common::{TestServer, TestUser, start};
+use common::{TestServer, start};
 use domain::merkle::{self, Hash, MemStore};
 use reqwest::StatusCode;
 use std::collections::BTreeMap;
-
-async fn put(s: &TestServer, u: &TestUser, path: &str, body: &str) {
-    let r = s
-        .http
-        .put(s.storage(u, path))
-        .bearer_auth(&u.token)
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(r.status(), StatusCode::CREATED, "PUT {path}");
-}
-
-async fn delete(s: &TestServer, u: &TestUser, path: &str) {
-    let r = s
-        .http
-        .delete(s.storage(u, path))
-        .bearer_auth(&u.token)
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(r.status(), StatusCode::NO_CONTENT, "DELETE {path}");
-}
 
 /// GET with an optional bearer token: status, body text.
 async fn get(s: &TestServer, path: &str, token: Option<&str>) -> (StatusCode, String) {
@@ -69,10 +46,10 @@ async fn a_copy_catches_up_from_its_root_in_one_round_trip_and_verifies_the_resu
             format!("/pub/app/posts/{n:03}.json"),
             format!("{{\"n\":{n}}}"),
         );
-        put(&s, &u, &path, &body).await;
+        s.put_ok(&u, &path, &body).await;
         files.insert(path, hash_of(&body));
     }
-    put(&s, &u, "/priv/notes.txt", "v1").await;
+    s.put_ok(&u, "/priv/notes.txt", "v1").await;
     let (status, text) = get(&s, &format!("/merkle/{}/root", u.z32()), None).await;
     assert_eq!(status, StatusCode::OK);
     let synced: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -80,10 +57,11 @@ async fn a_copy_catches_up_from_its_root_in_one_round_trip_and_verifies_the_resu
     assert_eq!(hex_opt(&synced["root"]), root_of(&files));
 
     // The server moves on: one changed, one added, one removed, one private change.
-    put(&s, &u, "/pub/app/posts/007.json", "{\"n\":\"seven\"}").await;
-    put(&s, &u, "/pub/app/posts/new.json", "{}").await;
-    delete(&s, &u, "/pub/app/posts/020.json").await;
-    put(&s, &u, "/priv/notes.txt", "v2").await;
+    s.put_ok(&u, "/pub/app/posts/007.json", "{\"n\":\"seven\"}")
+        .await;
+    s.put_ok(&u, "/pub/app/posts/new.json", "{}").await;
+    s.delete_ok(&u, "/pub/app/posts/020.json").await;
+    s.put_ok(&u, "/priv/notes.txt", "v2").await;
 
     let url = format!("/merkle/{}/diff?from={synced_root}", u.z32());
     let (status, text) = get(&s, &url, None).await;
@@ -189,10 +167,10 @@ async fn missing_trees_are_rebuilt_from_the_entries_when_the_projector_starts() 
     let mut files = BTreeMap::new();
     for n in 0..25 {
         let (path, body) = (format!("/pub/app/{n}.txt"), format!("{n}"));
-        put(&s, &u, &path, &body).await;
+        s.put_ok(&u, &path, &body).await;
         files.insert(path, hash_of(&body));
     }
-    put(&s, &u, "/priv/a.txt", "private").await;
+    s.put_ok(&u, "/priv/a.txt", "private").await;
     let (_, before) = get(&s, &format!("/merkle/{}/root", u.z32()), None).await;
     let before: serde_json::Value = serde_json::from_str(&before).expect("json");
 
@@ -228,7 +206,7 @@ async fn missing_trees_are_rebuilt_from_the_entries_when_the_projector_starts() 
         (&before["root"], &before["seq"])
     );
     // The rebuilt tree is complete and goes on being maintained.
-    put(&s, &u, "/pub/app/late.txt", "late").await;
+    s.put_ok(&u, "/pub/app/late.txt", "late").await;
     files.insert("/pub/app/late.txt".into(), hash_of("late"));
     let (_, now) = get(&s, &format!("/merkle/{}/root", u.z32()), None).await;
     let now: serde_json::Value = serde_json::from_str(&now).expect("json");

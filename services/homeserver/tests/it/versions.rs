@@ -22,28 +22,12 @@ async fn last_seq(s: &TestServer, u: &TestUser) -> u64 {
 }
 
 async fn put(s: &TestServer, u: &TestUser, path: &str, body: &str) -> u64 {
-    let r = s
-        .http
-        .put(s.storage(u, path))
-        .bearer_auth(&u.token)
-        .header("content-type", "text/plain")
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(r.status(), StatusCode::CREATED, "PUT {path}");
+    s.put_ok(u, path, body).await;
     last_seq(s, u).await
 }
 
 async fn delete(s: &TestServer, u: &TestUser, path: &str) -> u64 {
-    let r = s
-        .http
-        .delete(s.storage(u, path))
-        .bearer_auth(&u.token)
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(r.status(), StatusCode::NO_CONTENT, "DELETE {path}");
+    s.delete_ok(u, path).await;
     last_seq(s, u).await
 }
 
