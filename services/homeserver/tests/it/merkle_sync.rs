@@ -1,9 +1,11 @@
 //! Keeping a copy in sync through the Merkle endpoints: the one-round-trip diff from a
-//! root the server still holds, and trees rebuilt from the entries when they are
-//! missing (as after the change of node format).
+//! root the server still holds (also driven by the published SDK over Pubky TLS), and
+//! trees rebuilt from the entries when they are missing (as after the change of node
+//! format).
 
 use crate::common;
 
+use common::sdk::{Dht, client_id, sdk_key, start_on, within};
 use common::{TestServer, start};
 use domain::merkle::{self, Hash, MemStore};
 use reqwest::StatusCode;
@@ -218,4 +220,89 @@ async fn missing_trees_are_rebuilt_from_the_entries_when_the_projector_starts() 
             .await
             .expect("count");
     assert_eq!(private_roots, 1);
+}
+
+/// What an app using the published SDK does: its HTTP client reaches the Merkle
+/// endpoints over Pubky TLS like any other homeserver URL, checks the signed root
+/// against the homeserver's key, and catches up with one diff request.
+#[tokio::test]
+async fn the_sdk_verifies_a_signed_root_and_catches_up_over_pubky_tls() {
+    within(
+        std::time::Duration::from_secs(120),
+        "merkle over Pubky TLS",
+        async {
+            let dht = Dht::start().await;
+            let hs = start_on(&dht, |_| {}).await;
+            let pubky = dht.sdk();
+            let signer = pubky.signer(pubky::Keypair::random());
+            signer
+                .signup(&sdk_key(&hs.server.public_key), None)
+                .await
+                .expect("signup");
+            let session = signer
+                .signin_blocking(client_id("merkle.test"))
+                .await
+                .expect("signin");
+            let mut files = BTreeMap::new();
+            for (path, body) in [
+                ("/pub/merkle.test/a.json", "1"),
+                ("/pub/merkle.test/b.json", "2"),
+            ] {
+                session.storage().put(path, body).await.expect("put");
+                files.insert(path.to_string(), hash_of(body));
+            }
+            let base = format!(
+                "https://{}/merkle/{}",
+                hs.server.public_key.to_z32(),
+                signer.public_key().z32()
+            );
+            let client = pubky.client();
+            let get = |url: String| async move {
+                let response = client
+                    .request_async(reqwest::Method::GET, url.parse().expect("URL"))
+                    .await
+                    .expect("request resolves")
+                    .send()
+                    .await
+                    .expect("response");
+                assert_eq!(response.status().as_u16(), 200, "{url}");
+                let text = response.text().await.expect("body");
+                serde_json::from_str::<serde_json::Value>(&text).expect("JSON")
+            };
+            let verified = |signed: &serde_json::Value| {
+                let mut signature = [0u8; 64];
+                hex::decode_to_slice(
+                    signed["signature"].as_str().expect("signed"),
+                    &mut signature,
+                )
+                .expect("hex");
+                merkle::verify_root_statement(
+                    &hs.server.public_key,
+                    signed["statement"].as_str().expect("statement"),
+                    &signature,
+                )
+            };
+            let first = get(format!("{base}/root")).await;
+            assert!(verified(&first));
+            assert_eq!(hex_opt(&first["root"]), root_of(&files));
+
+            session
+                .storage()
+                .put("/pub/merkle.test/c.json", "3")
+                .await
+                .expect("put");
+            files.insert("/pub/merkle.test/c.json".into(), hash_of("3"));
+            let diff = get(format!(
+                "{base}/diff?from={}",
+                first["root"].as_str().expect("root")
+            ))
+            .await;
+            assert_eq!(diff["differences"][0]["path"], "/pub/merkle.test/c.json");
+            assert_eq!(diff["differences"].as_array().map(Vec::len), Some(1));
+            assert!(verified(&diff["signed_root"]));
+            assert_eq!(hex_opt(&diff["signed_root"]["root"]), root_of(&files));
+            hs.server.shutdown().await;
+        },
+    )
+    .await;
 }
