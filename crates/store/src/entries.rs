@@ -120,9 +120,12 @@ impl Store {
             .await?)
     }
 
-    /// Shallow listing by skip-scan: each step finds the next entry after the previous
-    /// child; when it lies in a subdirectory, the child is that directory and the scan
-    /// jumps past the directory's whole key range.
+    /// Shallow listing: entries are read in pages from where the last child ended, and
+    /// each entry becomes its child (the file, or the subdirectory it is in); entries of
+    /// the same subdirectory are contiguous in byte order, so repeats are skipped. When
+    /// a page ends inside a subdirectory, the next page starts past the subdirectory's
+    /// whole key range (a skip-scan), so a directory holding a few large subdirectories
+    /// costs one query per subdirectory, and one of small children a single query.
     async fn list_shallow(&self, owner: &PublicKey, query: &ListQuery<'_>) -> Result<Vec<String>> {
         let dir = query.dir;
         let owner = owner.to_z32();
@@ -153,27 +156,41 @@ impl Store {
         let sql = if query.reverse {
             "SELECT path FROM entries WHERE owner = $1 AND path >= $2 AND path < $3
              AND ($4::text IS NULL OR path < $4) AND ($5::text IS NULL OR path >= $5)
-             ORDER BY path DESC LIMIT 1"
+             ORDER BY path DESC LIMIT $6"
         } else {
             "SELECT path FROM entries WHERE owner = $1 AND path >= $2 AND path < $3
              AND ($4::text IS NULL OR path > $4) AND ($5::text IS NULL OR path >= $5)
-             ORDER BY path LIMIT 1"
+             ORDER BY path LIMIT $6"
         };
         let end = dir_end(dir);
-        let mut out = Vec::new();
-        while out.len() < query.limit as usize {
-            let next: Option<String> = sqlx::query_scalar(sql)
+        let limit = query.limit as usize;
+        let mut out: Vec<String> = Vec::new();
+        while out.len() < limit {
+            let page = limit - out.len();
+            let paths: Vec<String> = sqlx::query_scalar(sql)
                 .bind(&owner)
                 .bind(dir)
                 .bind(&end)
                 .bind(&exclusive)
                 .bind(&inclusive)
-                .fetch_optional(&self.pool)
+                .bind(page as i64)
+                .fetch_all(&self.pool)
                 .await?;
-            let Some(path) = next else { break };
-            let (child, is_dir) = child_of(&path);
-            (exclusive, inclusive) = resume(&child, is_dir);
-            out.push(child);
+            let exhausted = paths.len() < page;
+            for path in &paths {
+                let (child, is_dir) = child_of(path);
+                if out.last() == Some(&child) {
+                    continue;
+                }
+                (exclusive, inclusive) = resume(&child, is_dir);
+                out.push(child);
+                if out.len() == limit {
+                    break;
+                }
+            }
+            if exhausted {
+                break;
+            }
         }
         Ok(out)
     }
