@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::sdk::{Dht, client_id, sdk_key, start_on, within};
+use common::sdk::{Dht, new_user, start_on, within};
 use common::{TestServer, start};
 use domain::merkle::{self, Hash, MemStore};
 use reqwest::StatusCode;
@@ -234,15 +234,7 @@ async fn the_sdk_verifies_a_signed_root_and_catches_up_over_pubky_tls() {
             let dht = Dht::start().await;
             let hs = start_on(&dht, |_| {}).await;
             let pubky = dht.sdk();
-            let signer = pubky.signer(pubky::Keypair::random());
-            signer
-                .signup(&sdk_key(&hs.server.public_key), None)
-                .await
-                .expect("signup");
-            let session = signer
-                .signin_blocking(client_id("merkle.test"))
-                .await
-                .expect("signin");
+            let (signer, session) = new_user(&pubky, &hs.server.public_key).await;
             let mut files = BTreeMap::new();
             for (path, body) in [
                 ("/pub/merkle.test/a.json", "1"),

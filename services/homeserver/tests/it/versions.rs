@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::sdk::{Dht, client_id, sdk_key, start_on, within};
+use common::sdk::{Dht, new_user, start_on, within};
 use common::{TestServer, TestUser, start, start_with};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -359,15 +359,7 @@ async fn sdk_reads_an_old_version_over_pubky_tls() {
         let dht = Dht::start().await;
         let hs = start_on(&dht, |_| {}).await;
         let pubky = dht.sdk();
-        let signer = pubky.signer(pubky::Keypair::random());
-        signer
-            .signup(&sdk_key(&hs.server.public_key), None)
-            .await
-            .expect("signup");
-        let session = signer
-            .signin_blocking(client_id("versions.test"))
-            .await
-            .expect("signin");
+        let (signer, session) = new_user(&pubky, &hs.server.public_key).await;
         let path = "/pub/versions.test/profile.json";
         session
             .storage()
