@@ -290,6 +290,9 @@ impl Store {
         if let Some(root) = read_root(&self.pool, owner, private).await? {
             return Ok(root);
         }
+        if !self.maintain_merkle {
+            return Ok(TreeRoot { root: None, seq: 0 });
+        }
         let has_entries: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM entries WHERE owner = $1 AND (path LIKE '/priv/%') = $2)",
         )
@@ -297,7 +300,7 @@ impl Store {
         .bind(private)
         .fetch_one(&self.pool)
         .await?;
-        if has_entries && self.maintain_merkle {
+        if has_entries {
             return Err(StoreError::TreePending(owner.to_owned()));
         }
         Ok(TreeRoot { root: None, seq: 0 })

@@ -9,12 +9,11 @@
 
 use crate::fanout::{FileEvent, Op};
 use api::rfc3339;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
+/// The form of a content hash in SSE and WebSocket events: the ETag's, without quotes.
 pub fn content_hash_base64(hash: &[u8; 32]) -> String {
-    STANDARD.encode(hash)
+    blobs::BlobHash(*hash).to_base64()
 }
 
 pub fn sse_frame(event: &FileEvent) -> Bytes {

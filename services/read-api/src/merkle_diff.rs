@@ -8,11 +8,11 @@
 //! in the middle of a projected batch) is a 404 and the client diffs node by node with
 //! `POST /merkle/<user>/nodes` instead.
 
-use crate::merkle::{finish, json_response, owner, requested_tree, signed_root};
+use crate::merkle::{finish, json_response, owner, query_param, requested_tree, signed_root};
 use api::{ApiError, AppState, MaybeSession};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use domain::merkle::{self, Hash};
 
 /// Differences one answer lists by default and at most. A client that is further
@@ -28,24 +28,15 @@ struct DiffParams {
 }
 
 impl DiffParams {
+    /// Hex roots and numbers need no percent-decoding: the raw values are read.
     fn parse(query: Option<&str>) -> Result<DiffParams, ApiError> {
-        let pairs: Vec<(String, String)> =
-            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect();
-        let first = |key: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        let from =
-            first("from").ok_or_else(|| ApiError::bad_request("Missing `from` query parameter"))?;
+        let from = query_param(query, "from")
+            .ok_or_else(|| ApiError::bad_request("Missing `from` query parameter"))?;
         let mut root = [0u8; 32];
         hex::decode_to_slice(from, &mut root)
             .map_err(|_| ApiError::bad_request("`from` is a root: 64 hex digits"))?;
         let private = requested_tree(query)?.unwrap_or(false);
-        let limit = match first("limit") {
+        let limit = match query_param(query, "limit") {
             None => DEFAULT_LIMIT,
             Some(text) => text
                 .parse::<usize>()
@@ -69,9 +60,11 @@ pub async fn diff(
     Path(segment): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let private = matches!(requested_tree(query.as_deref()), Ok(Some(true)));
+    let params = match DiffParams::parse(query.as_deref()) {
+        Ok(params) => params,
+        Err(e) => return e.into_response(),
+    };
     let result = async {
-        let params = DiffParams::parse(query.as_deref())?;
         // A diff of the private tree names private paths: the owner's read of `/priv/`.
         let owner = owner(&state, &segment, &session, params.private, "/priv/").await?;
         let user = owner.to_z32();
@@ -108,5 +101,5 @@ pub async fn diff(
         })))
     }
     .await;
-    finish(result, private)
+    finish(result, params.private)
 }
