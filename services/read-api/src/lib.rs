@@ -36,6 +36,18 @@ pub fn router() -> Router<AppState> {
         .fallback(get_legacy)
 }
 
+/// The `key=value` pairs of a query string in order, values form-decoded (`+` is a
+/// space, then percent-decoding; invalid UTF-8 is replaced), keys as written.
+pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (&str, String)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        (key, value)
+    })
+}
+
 pub async fn root() -> &'static str {
     "Pubky Homeserver"
 }

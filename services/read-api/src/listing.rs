@@ -7,7 +7,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use domain::EntryPath;
 use domain::tenant::parse_storage_owner;
-use percent_encoding::percent_decode_str;
 use store::entries::ListQuery;
 
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -58,11 +57,7 @@ pub async fn list(
 
 fn parse(query: &str) -> Result<ListParams, ApiError> {
     let mut params = ListParams::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode_str(&value.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned();
+    for (key, value) in crate::query_pairs(query) {
         match key {
             "limit" => {
                 // Like the reference: empty or unparseable means the default. Unlike

@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use blobs::BlobHash;
 use domain::EventSeq;
-use percent_encoding::percent_decode_str;
 use std::net::SocketAddr;
 use store::versions::VersionRow;
 
@@ -47,9 +46,7 @@ struct Params {
 
 fn parse(query: &str) -> Result<Params, ApiError> {
     let mut params = Params::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode_str(value).decode_utf8_lossy();
+    for (key, value) in crate::query_pairs(query) {
         let number = || value.trim().parse::<u64>().ok().filter(|n| *n > 0);
         match key {
             "seq" => {
