@@ -220,6 +220,25 @@ pub struct Event {
     pub request_id: String,
     #[serde(flatten)]
     pub change: Change,
+    /// Set only on events that record state this homeserver did not receive as a
+    /// request of its own (see [`Origin`]); absent on every ordinary event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Where an event's change came from when it is not a request made to this homeserver.
+///
+/// A reader of the log (an indexer, a mirror, the feed) uses it to tell a state that is
+/// being *re-stated* from a state that is *happening*: a re-seeded log repeats accounts
+/// and files that existed before it began, and must not be mistaken for a burst of new
+/// writes. The tag is the `source` field of the `origin` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Origin {
+    /// Re-created from the projections by `homeserver reseed` after the log they were
+    /// built from was lost. `previous_log` is that log's identity as the projections
+    /// recorded it (stream name, creation time, first event), for the record.
+    Reseed { previous_log: String },
 }
 
 impl Event {
@@ -230,7 +249,14 @@ impl Event {
             ts,
             request_id,
             change,
+            origin: None,
         }
+    }
+
+    /// The same event, marked as coming from `origin`.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
     }
 
     pub fn to_json(&self) -> Vec<u8> {

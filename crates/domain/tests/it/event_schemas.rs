@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use hs_domain::event::{Change, CookieSessionStart, Digest, StorageLimit, UserLimits};
+use hs_domain::event::{Change, CookieSessionStart, Digest, Origin, StorageLimit, UserLimits};
 use hs_domain::{Event, Keypair, PublicKey};
 use jsonschema::{Draft, Resource, Validator};
 use serde_json::{Value, json};
@@ -255,12 +255,21 @@ fn samples() -> Vec<Event> {
         .into_iter()
         .enumerate()
         .map(|(i, (owner, change))| {
-            Event::new(
+            let event = Event::new(
                 key(owner),
                 1_700_000_000_123_456 + i as u64,
                 format!("0192f0c4-7b1e-7c3a-9d2e-{i:012x}"),
                 change,
-            )
+            );
+            // Every third sample as a re-seeded log writes it, so each kind is checked
+            // with and without an origin somewhere in the list.
+            if i % 3 == 2 {
+                event.with_origin(Origin::Reseed {
+                    previous_log: "HS_EVENTS created 2026-12-01T10:00:00Z first 1:0192f0c4".into(),
+                })
+            } else {
+                event
+            }
         })
         .collect()
 }
