@@ -101,8 +101,9 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pop_nonce: Option<String>,
     },
-    /// A bearer session minted (or refreshed) for a grant. Replaces the grant's
-    /// previous bearer: one live bearer per grant.
+    /// A bearer session minted (or refreshed) for a grant, in one of the grant's session
+    /// slots (`grant-session-slots`): it replaces the bearer of the same slot and ends
+    /// the grant's expired ones; other slots keep theirs.
     GrantSessionCreated {
         grant_id: String,
         client_id: String,
@@ -115,6 +116,10 @@ pub enum Change {
         token_expires_at: u64,
         /// The proof-of-possession nonce, recorded so it can never be used again.
         pop_nonce: String,
+        /// The slot the client named (`session_id`); absent = the legacy slot, which
+        /// is also every session of the events written before slots existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
     },
     GrantRevoked {
         grant_id: String,

@@ -68,6 +68,44 @@ pub struct Pop {
 pub struct GrantRequest {
     pub grant: CompactJws,
     pub pop: CompactJws,
+    /// `grant-session-slots`: which of the grant's session slots the new bearer takes
+    /// (absent = the one legacy slot). Ignored by logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+}
+
+/// A grant session slot's id, chosen by the client (the reference's `RandomId`): 1 to
+/// 36 bytes, e.g. 22 characters of base64url or a UUID. It names a slot and proves
+/// nothing: every exchange still needs the grant and a fresh proof of possession.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+/// Longest [`SessionId`], in bytes.
+pub const SESSION_ID_MAX_LEN: usize = 36;
+
+impl SessionId {
+    /// The reference's texts, which become part of the 422 body.
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        if value.is_empty() {
+            Err("RandomId must not be empty")
+        } else if value.len() > SESSION_ID_MAX_LEN {
+            Err("RandomId must be at most 36 characters")
+        } else {
+            Ok(Self(value.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        Self::parse(&value).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A string of exactly three dot-separated parts (any of them may be empty).

@@ -16,6 +16,7 @@ pub mod merkle;
 pub mod path;
 pub mod secret;
 pub mod session_record;
+pub mod session_slots;
 pub mod signup_token;
 pub mod tenant;
 

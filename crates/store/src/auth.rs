@@ -3,9 +3,10 @@
 
 use crate::{Result, Store};
 use domain::PublicKey;
+use domain::session_slots::{IssuanceWindow, SlotUsage};
 use sqlx::Row;
 
-/// A grant with its (at most one) live bearer session.
+/// A grant (its bearer sessions are in `grant_sessions`, one per slot).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRow {
     pub grant_id: String,
@@ -24,6 +25,8 @@ pub struct GrantRow {
 pub struct BearerSession {
     pub grant: GrantRow,
     pub token_expires_at: i64,
+    /// Its slot (`grant-session-slots`); `None` = the legacy slot.
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +64,7 @@ fn grant_row(row: &sqlx::postgres::PgRow) -> GrantRow {
 impl Store {
     pub async fn bearer_session(&self, token_hash: &[u8; 32]) -> Result<Option<BearerSession>> {
         let row = sqlx::query(&format!(
-            "SELECT {GRANT_COLUMNS}, s.expires_at AS token_expires_at
+            "SELECT {GRANT_COLUMNS}, s.expires_at AS token_expires_at, s.session_id
              FROM grant_sessions s JOIN grants g USING (grant_id) WHERE s.token_hash = $1"
         ))
         .bind(&token_hash[..])
@@ -70,7 +73,43 @@ impl Store {
         Ok(row.map(|row| BearerSession {
             grant: grant_row(&row),
             token_expires_at: row.get("token_expires_at"),
+            session_id: row.get("session_id"),
         }))
+    }
+
+    /// What a new session in slot `session_id` of `grant_id` would join at `now` (unix
+    /// seconds): the grant's live sessions and issuance window (see
+    /// `domain::session_slots`). A grant not projected yet has none of either.
+    pub async fn grant_slot_usage(
+        &self,
+        grant_id: &str,
+        session_id: Option<&str>,
+        now: i64,
+    ) -> Result<SlotUsage> {
+        let row = sqlx::query(
+            "SELECT
+                (SELECT count(*) FROM grant_sessions
+                 WHERE grant_id = $1 AND expires_at > $3) AS live,
+                EXISTS (SELECT 1 FROM grant_sessions WHERE grant_id = $1 AND expires_at > $3
+                        AND session_id IS NOT DISTINCT FROM $2) AS slot_live,
+                (SELECT session_window_start_us FROM grants WHERE grant_id = $1) AS window_start_us,
+                (SELECT session_window_count FROM grants WHERE grant_id = $1) AS window_count",
+        )
+        .bind(grant_id)
+        .bind(session_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let start: Option<i64> = row.get("window_start_us");
+        let count: Option<i32> = row.get("window_count");
+        Ok(SlotUsage {
+            live_sessions: row.get::<i64, _>("live").max(0) as u64,
+            slot_live: row.get("slot_live"),
+            window: start.zip(count).map(|(start, count)| IssuanceWindow {
+                start_us: start.max(0) as u64,
+                count: count.max(0) as u64,
+            }),
+        })
     }
 
     pub async fn grant(&self, grant_id: &str) -> Result<Option<GrantRow>> {

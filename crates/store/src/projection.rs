@@ -155,6 +155,7 @@ async fn apply(
             token_hash,
             token_expires_at,
             pop_nonce,
+            session_id,
         } => {
             sqlx::query(
                 "INSERT INTO grants (grant_id, owner, client_id, client_key, capabilities,
@@ -171,19 +172,17 @@ async fn apply(
             .bind(ts)
             .execute(&mut **tx)
             .await?;
-            end_grant_sessions(tx, grant_id, &user).await?;
-            sqlx::query(
-                "INSERT INTO grant_sessions (token_hash, grant_id, expires_at, created_us)
-                 SELECT $1, $2, $3, $4
-                 WHERE EXISTS (SELECT 1 FROM grants WHERE grant_id = $2 AND owner = $5)
-                 ON CONFLICT DO NOTHING",
+            open_grant_session(
+                tx,
+                &user,
+                ts,
+                GrantSlot {
+                    grant_id,
+                    session_id: session_id.as_deref(),
+                    token_hash,
+                    token_expires_at: *token_expires_at,
+                },
             )
-            .bind(&token_hash.0[..])
-            .bind(grant_id)
-            .bind(*token_expires_at as i64)
-            .bind(ts)
-            .bind(&user)
-            .execute(&mut **tx)
             .await?;
             use_nonce(tx, pop_nonce, &user, ts).await?;
         }
@@ -349,6 +348,68 @@ async fn apply(
         .bind(seq)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// The bearer a `GrantSessionCreated` opens, in its slot.
+struct GrantSlot<'a> {
+    grant_id: &'a str,
+    session_id: Option<&'a str>,
+    token_hash: &'a Digest,
+    token_expires_at: u64,
+}
+
+/// Opens a bearer session in its slot of the grant, if the grant belongs to `user`: the
+/// slot's previous bearer ends, and so do the grant's sessions expired at the event's
+/// time (both judged by the event, so a replay removes exactly the same rows); the
+/// grant's issuance window counts the new one. Before slots every session was in the
+/// legacy slot, so for those events this ends every earlier session, as it did then.
+async fn open_grant_session(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &str,
+    ts: i64,
+    slot: GrantSlot<'_>,
+) -> Result<()> {
+    let owned = sqlx::query(
+        "UPDATE grants SET
+            session_window_start_us = CASE
+                WHEN session_window_start_us IS NULL OR $3 >= session_window_start_us + $4
+                THEN $3 ELSE session_window_start_us END,
+            session_window_count = CASE
+                WHEN session_window_start_us IS NULL OR $3 >= session_window_start_us + $4
+                THEN 1 ELSE session_window_count + 1 END
+         WHERE grant_id = $1 AND owner = $2",
+    )
+    .bind(slot.grant_id)
+    .bind(user)
+    .bind(ts)
+    .bind(domain::session_slots::WINDOW_US as i64)
+    .execute(&mut **tx)
+    .await?;
+    // Another user's grant id: this user's event must not touch it.
+    if owned.rows_affected() == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM grant_sessions WHERE grant_id = $1
+         AND (expires_at <= $2 OR session_id IS NOT DISTINCT FROM $3)",
+    )
+    .bind(slot.grant_id)
+    .bind(ts.div_euclid(1_000_000))
+    .bind(slot.session_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO grant_sessions (token_hash, grant_id, expires_at, created_us, session_id)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&slot.token_hash.0[..])
+    .bind(slot.grant_id)
+    .bind(slot.token_expires_at as i64)
+    .bind(ts)
+    .bind(slot.session_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

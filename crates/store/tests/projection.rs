@@ -82,6 +82,125 @@ async fn grant_signup_and_proof_logout_use_up_their_nonces() {
     assert_eq!(row.acct_seq, EventSeq(3));
 }
 
+/// `grant-session-slots`: one bearer per slot, the slot's previous bearer and the
+/// grant's expired ones ended by the event's own time, the issuance window counted,
+/// and another user's event never touching the grant.
+#[tokio::test]
+async fn grant_sessions_keep_one_bearer_per_slot() {
+    let store = store().await;
+    let (dan, eve) = (
+        Keypair::from_secret_key(&[4; 32]),
+        Keypair::from_secret_key(&[5; 32]),
+    );
+    let t = 1_700_000_000u64;
+    let signup = |_: &Keypair| Change::UserSignedUp {
+        signup_token: None,
+        limits: UserLimits::default(),
+        cookie_session: None,
+        pop_nonce: None,
+    };
+    let session = |token: u8, slot: Option<&str>, expires: u64| Change::GrantSessionCreated {
+        grant_id: "g".into(),
+        client_id: "app".into(),
+        client_key: Keypair::from_secret_key(&[9; 32]).public_key(),
+        capabilities: vec!["/:rw".into()],
+        grant_issued_at: t,
+        grant_expires_at: t + 86_400,
+        token_hash: Digest([token; 32]),
+        token_expires_at: expires,
+        pop_nonce: format!("n{token}"),
+        session_id: slot.map(str::to_owned),
+    };
+    let at = |user: &Keypair, secs: u64, change: Change| {
+        Event::new(user.public_key(), secs * 1_000_000, "r".into(), change)
+    };
+    let events = [
+        at(&dan, t, signup(&dan)),
+        at(&eve, t, signup(&eve)),
+        at(&dan, t, session(1, None, t + 3600)),
+        at(&dan, t + 1, session(2, Some("a"), t + 10)),
+        at(&dan, t + 2, session(3, Some("b"), t + 3600)),
+        // Rotates slot b; slot a expired at t + 10, so this event (at t + 20) ends it.
+        at(&dan, t + 20, session(4, Some("b"), t + 3600)),
+        // Eve claims the same grant id: ignored, nothing of Dan's grant changes.
+        at(&eve, t + 21, session(5, Some("b"), t + 3600)),
+    ];
+    let batch: Vec<(EventSeq, Event)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (EventSeq(i as u64 + 1), e.clone()))
+        .collect();
+    store.apply_batch("p", &batch).await.unwrap();
+    // A redelivery changes nothing.
+    store.apply_batch("p", &batch).await.unwrap();
+
+    let slot_of = |token: u8| {
+        let store = store.clone();
+        async move {
+            store
+                .bearer_session(&[token; 32])
+                .await
+                .unwrap()
+                .map(|s| s.session_id)
+        }
+    };
+    assert_eq!(
+        slot_of(1).await,
+        Some(None),
+        "the legacy slot keeps its bearer"
+    );
+    assert_eq!(
+        slot_of(2).await,
+        None,
+        "expired by the time of a later issuance"
+    );
+    assert_eq!(slot_of(3).await, None, "rotated");
+    assert_eq!(slot_of(4).await, Some(Some("b".into())));
+    assert_eq!(
+        slot_of(5).await,
+        None,
+        "another user's claim of the grant id"
+    );
+
+    let usage = store
+        .grant_slot_usage("g", Some("b"), (t + 21) as i64)
+        .await
+        .unwrap();
+    assert_eq!((usage.live_sessions, usage.slot_live), (2, true));
+    let window = usage.window.unwrap();
+    // Three issuances in the window that opened at t; the fourth (t + 20) is in it too.
+    assert_eq!((window.start_us, window.count), (t * 1_000_000, 4));
+    let fresh = store
+        .grant_slot_usage("g", Some("c"), (t + 21) as i64)
+        .await
+        .unwrap();
+    assert!(!fresh.slot_live);
+    let none = store
+        .grant_slot_usage("unknown", None, t as i64)
+        .await
+        .unwrap();
+    assert_eq!(none, domain::session_slots::SlotUsage::default());
+
+    // A later issuance, after the window closed, opens a new one.
+    store
+        .apply_batch(
+            "p",
+            &[(
+                EventSeq(8),
+                at(&dan, t + 61, session(6, Some("c"), t + 3600)),
+            )],
+        )
+        .await
+        .unwrap();
+    let window = store
+        .grant_slot_usage("g", None, (t + 61) as i64)
+        .await
+        .unwrap()
+        .window
+        .unwrap();
+    assert_eq!((window.start_us, window.count), ((t + 61) * 1_000_000, 1));
+}
+
 fn put(path: &str, content: &[u8]) -> Change {
     Change::FilePut {
         path: path.into(),

@@ -209,7 +209,9 @@ mod tests {
 
     fn patch(json: &str) -> Result<LimitsPatch, String> {
         LimitsPatch::parse(json.as_bytes()).map_err(|e| match e {
-            ApiError::Client(status, text) => format!("{} {text}", status.as_u16()),
+            ApiError::Client(status, text) | ApiError::ClientRetry(status, text, _) => {
+                format!("{} {text}", status.as_u16())
+            }
             ApiError::Unavailable(text) => text,
         })
     }

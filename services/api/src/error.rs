@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 pub enum ApiError {
     /// A client error with its exact body text.
     Client(StatusCode, String),
+    /// A client error that goes away with time: its exact body text, and the seconds
+    /// after which a retry may succeed (`Retry-After`).
+    ClientRetry(StatusCode, String, u64),
     /// A dependency (NATS, Postgres, blob store) is down or too slow.
     Unavailable(String),
 }
@@ -31,9 +34,12 @@ impl ApiError {
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "Not Found")
     }
+    pub fn retry_after(status: StatusCode, text: impl Into<String>, secs: u64) -> Self {
+        ApiError::ClientRetry(status, text.into(), secs)
+    }
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Client(status, _) => *status,
+            ApiError::Client(status, _) | ApiError::ClientRetry(status, _, _) => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -48,6 +54,18 @@ impl IntoResponse for ApiError {
             ApiError::Client(status, text) => (
                 status,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                text,
+            )
+                .into_response(),
+            ApiError::ClientRetry(status, text, secs) => (
+                status,
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    ),
+                    (header::RETRY_AFTER, HeaderValue::from(secs)),
+                ],
                 text,
             )
                 .into_response(),
@@ -77,6 +95,19 @@ impl From<store::StoreError> for ApiError {
 impl From<log::LogError> for ApiError {
     fn from(e: log::LogError) -> Self {
         ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<domain::session_slots::SlotRefusal> for ApiError {
+    fn from(refusal: domain::session_slots::SlotRefusal) -> Self {
+        use domain::session_slots::SlotRefusal;
+        let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::CONFLICT);
+        match refusal {
+            SlotRefusal::LimitReached => ApiError::Client(status, refusal.to_string()),
+            SlotRefusal::RateLimited { retry_after_secs } => {
+                ApiError::ClientRetry(status, refusal.to_string(), retry_after_secs)
+            }
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     /// How long a replaced or deleted version of a file stays readable by sequence
     /// (`/versions/`) and its blob safe from GC; zero = only current versions.
     pub version_retention: Duration,
+    /// What one grant may hold and mint (`grant-session-slots`).
+    pub grant_session_slots: domain::session_slots::SlotLimits,
 }
 
 /// Default of [`ServerConfig::version_retention`]: 30 days.
@@ -62,6 +64,7 @@ impl ServerConfig {
             unauthenticated_ip_rate_read: None,
             root_signer: None,
             version_retention: DEFAULT_VERSION_RETENTION,
+            grant_session_slots: domain::session_slots::SlotLimits::default(),
         }
     }
 }

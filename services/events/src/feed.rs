@@ -34,7 +34,9 @@ pub async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, Ap
             .await?
     };
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        // The reference's type, without a charset (the body is ASCII but for paths,
+        // which are UTF-8 either way).
+        [(header::CONTENT_TYPE, "text/plain")],
         render(&events, params.merkle_roots),
     )
         .into_response())

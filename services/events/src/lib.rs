@@ -43,7 +43,7 @@ pub use api::rfc3339;
 pub use engine::End;
 pub use fanout::{CAPACITY, Fanout, FileEvent, Op, Revocation, Subscription};
 pub use params::MAX_USERS;
-pub use render::{content_hash_base64, sse_frame, ws_json};
+pub use render::{FrameExtras, content_hash_base64, sse_frame, ws_json};
 pub use sse::KEEP_ALIVE_INTERVAL;
 
 use api::AppState;

@@ -5,6 +5,7 @@
 //! legacy timestamp cursors) run later, in the order the reference runs them: syntax,
 //! then authorization, then existence, then per-user cursors.
 
+use crate::render::FrameExtras;
 use api::ApiError;
 use domain::tenant::parse_storage_owner;
 use domain::{EntryPath, EventSeq, PublicKey};
@@ -36,11 +37,12 @@ pub enum RawCursor {
     Timestamp(u64),
 }
 
-/// Numeric sequence, or a legacy 13-character Crockford base32 timestamp.
+/// Numeric sequence (a `u64`), or a legacy 13-character Crockford base32 timestamp.
+/// Digits beyond `u64` are neither, and refused as the reference refuses them (a
+/// 13-digit number is always a sequence: it fits).
 pub fn parse_cursor(text: &str) -> Option<RawCursor> {
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        // All digits but beyond u64: later than any event there will ever be.
-        return Some(RawCursor::Seq(EventSeq(text.parse().unwrap_or(u64::MAX))));
+    if let Ok(seq) = text.parse::<u64>() {
+        return Some(RawCursor::Seq(EventSeq(seq)));
     }
     decode_legacy_timestamp(text).map(RawCursor::Timestamp)
 }
@@ -116,6 +118,18 @@ pub fn feed_params(raw_query: Option<&str>) -> Result<FeedParams, ApiError> {
         cursor,
         limit,
         merkle_roots,
+    })
+}
+
+/// `timestamps=true` and `merkle_roots=true` of `/events-stream` (both stream
+/// endpoints of the client and admin APIs): the data lines beyond the reference's that
+/// the client wants in each frame. Booleans as the feed's `merkle_roots`.
+pub fn frame_extras(raw_query: Option<&str>) -> Result<FrameExtras, ApiError> {
+    let pairs = pairs(raw_query);
+    let flag = |key: &str| first(&pairs, key).map_or(Ok(false), parse_bool);
+    Ok(FrameExtras {
+        ts: flag("timestamps")?,
+        merkle_root: flag("merkle_roots")?,
     })
 }
 
@@ -330,9 +344,13 @@ mod tests {
     fn cursors_are_digits_or_timestamps() {
         assert_eq!(parse_cursor("42"), Some(RawCursor::Seq(EventSeq(42))));
         assert_eq!(
-            parse_cursor("99999999999999999999999"),
+            parse_cursor("18446744073709551615"),
             Some(RawCursor::Seq(EventSeq(u64::MAX)))
         );
+        assert_eq!(parse_cursor("18446744073709551616"), None);
+        assert_eq!(parse_cursor(&"9".repeat(40)), None);
+        // Rust's integer parser, which the reference uses too, takes a leading `+`.
+        assert_eq!(parse_cursor("+42"), Some(RawCursor::Seq(EventSeq(42))));
         assert_eq!(parse_cursor("-100"), None);
         assert_eq!(parse_cursor(""), None);
         assert_eq!(parse_cursor("4 2"), None);

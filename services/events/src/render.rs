@@ -1,11 +1,12 @@
 //! The wire forms of one event: SSE frame bytes and WebSocket JSON.
 //!
-//! The SSE frame is the reference's (spec §3.6) with additions the published SDK
-//! ignores (its parser skips unknown `key: value` data lines and handles standard
-//! `id:` fields): after the reference's lines a `data: ts: …` line, a
-//! `data: merkle_root: <hex>` line (the owner's tree root right after the event, see
-//! docs/merkle.md), and an `id:` line, so that browsers' `EventSource` resends
-//! `Last-Event-ID` on reconnect.
+//! The SSE frame's data is the reference's (spec §3.6), byte for byte, followed by an
+//! `id:` line so that browsers' `EventSource` resends `Last-Event-ID` on reconnect (a
+//! field, not data: no client sees it in an event's data). Two more data lines are
+//! opt-in, because every `EventSource` client sees the data lines of every frame:
+//! `timestamps=true` adds `data: ts: <RFC 3339>` and `merkle_roots=true` adds
+//! `data: merkle_root: <hex>` (the owner's tree root right after the event, see
+//! docs/merkle.md), in that order after the reference's lines.
 
 use crate::fanout::{FileEvent, Op};
 use api::rfc3339;
@@ -16,7 +17,16 @@ pub fn content_hash_base64(hash: &[u8; 32]) -> String {
     blobs::BlobHash(*hash).to_base64()
 }
 
-pub fn sse_frame(event: &FileEvent) -> Bytes {
+/// The data lines of an SSE frame beyond the reference's, as the client asked for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameExtras {
+    /// `data: ts: <RFC 3339>`: when the homeserver accepted the write.
+    pub ts: bool,
+    /// `data: merkle_root: <hex>`: the owner's root right after the event.
+    pub merkle_root: bool,
+}
+
+pub fn sse_frame(event: &FileEvent, extras: FrameExtras) -> Bytes {
     let mut out = String::with_capacity(256);
     out.push_str("event: ");
     out.push_str(event.op.as_str());
@@ -29,9 +39,11 @@ pub fn sse_frame(event: &FileEvent) -> Bytes {
         out.push_str("\ndata: content_hash: ");
         out.push_str(&content_hash_base64(hash));
     }
-    out.push_str("\ndata: ts: ");
-    out.push_str(&rfc3339(event.ts_us));
-    if let Some(root) = &event.merkle_root {
+    if extras.ts {
+        out.push_str("\ndata: ts: ");
+        out.push_str(&rfc3339(event.ts_us));
+    }
+    if let (true, Some(root)) = (extras.merkle_root, &event.merkle_root) {
         out.push_str("\ndata: merkle_root: ");
         out.push_str(&hex::encode(root));
     }

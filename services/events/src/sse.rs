@@ -13,7 +13,8 @@
 use crate::engine::{End, Engine};
 use crate::fanout::Fanout;
 use crate::open::{Opened, open, open_operator};
-use crate::render::{KEEP_ALIVE, sse_frame};
+use crate::params::frame_extras;
+use crate::render::{FrameExtras, KEEP_ALIVE, sse_frame};
 use api::metrics::StreamGuard;
 use api::{ApiError, AppState};
 use axum::Extension;
@@ -36,11 +37,9 @@ pub async fn get(
     Extension(fanout): Extension<Fanout>,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    Ok(respond(
-        &state,
-        open(&state, &fanout, &uri, &headers).await?,
-    ))
+) -> Response {
+    let opened = open(&state, &fanout, &uri, &headers).await;
+    respond(&state, opened, &uri)
 }
 
 /// The operator's `GET /events-stream` (admin API): every user, private paths
@@ -50,31 +49,41 @@ pub async fn get_operator(
     Extension(fanout): Extension<Fanout>,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    Ok(respond(
-        &state,
-        open_operator(&state, &fanout, &uri, &headers).await?,
-    ))
+) -> Response {
+    let opened = open_operator(&state, &fanout, &uri, &headers).await;
+    respond(&state, opened, &uri)
 }
 
-fn respond(state: &AppState, opened: Opened) -> Response {
-    let body = match opened {
-        Opened::Empty => Body::empty(),
-        Opened::Stream(engine) => {
-            let open = OpenStream {
-                engine,
-                shutdown: state.shutdown.clone(),
-                _counted: state.metrics.stream_opened("sse"),
+/// The stream, or the refusal, with the headers the reference puts on every answer of
+/// its stream route, refusals included: `no-store` and the `Vary` of credentials.
+fn respond(state: &AppState, opened: Result<Opened, ApiError>, uri: &Uri) -> Response {
+    // The opt-in lines are checked after everything the reference checks, so that a
+    // request it would refuse gets its refusal here too.
+    let opened = opened.and_then(|opened| Ok((opened, frame_extras(uri.query())?)));
+    let mut response = match opened {
+        Err(refused) => refused.into_response(),
+        Ok((opened, extras)) => {
+            let body = match opened {
+                Opened::Empty => Body::empty(),
+                Opened::Stream(engine) => {
+                    let open = OpenStream {
+                        engine,
+                        extras,
+                        shutdown: state.shutdown.clone(),
+                        _counted: state.metrics.stream_opened("sse"),
+                    };
+                    Body::from_stream(frames(open, KEEP_ALIVE_INTERVAL))
+                }
             };
-            Body::from_stream(frames(open, KEEP_ALIVE_INTERVAL))
+            let mut response = body.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            response
         }
     };
-    let mut response = body.into_response();
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::VARY,
@@ -87,6 +96,8 @@ fn respond(state: &AppState, opened: Opened) -> Response {
 /// `event_stream_active_connections` (released when the body is dropped).
 pub struct OpenStream {
     pub engine: Box<Engine>,
+    /// The data lines beyond the reference's that the client asked for.
+    pub extras: FrameExtras,
     pub shutdown: CancellationToken,
     pub _counted: StreamGuard,
 }
@@ -112,7 +123,10 @@ pub fn frames(
             _ = tokio::time::sleep(keep_alive) => Step::KeepAlive,
         };
         match step {
-            Step::Event(Ok(event)) => Some((Ok(sse_frame(&event)), Some(open))),
+            Step::Event(Ok(event)) => {
+                let frame = sse_frame(&event, open.extras);
+                Some((Ok(frame), Some(open)))
+            }
             Step::Event(Err(end)) => {
                 tracing::debug!(?end, "event stream ended");
                 None

@@ -29,22 +29,24 @@ pub struct Upstreams {
     pub events: String,
 }
 
+/// The gateway router's state (opaque: routes given to [`router`] take any state).
 #[derive(Clone)]
-struct Proxy {
+pub struct Proxy {
     upstreams: Arc<Upstreams>,
     client: Client<HttpConnector, Body>,
 }
 
 /// A router that forwards every request to its service. `/healthz` and `/readyz` are
-/// the gateway's own; `health` is normally [`health`] of the same upstreams.
-pub fn router(upstreams: Upstreams, health: Health) -> Router {
+/// the gateway's own, and so are the routes of `own` (static pages such as `/drive`,
+/// which need no service behind them); `health` is normally [`health`] of the same
+/// upstreams.
+pub fn router(upstreams: Upstreams, health: Health, own: Router<Proxy>) -> Router {
     let proxy = Proxy {
         upstreams: Arc::new(upstreams),
         client: client(),
     };
     let metrics = health.metrics().clone();
-    Router::new()
-        .route("/healthz", axum::routing::get(api::healthz))
+    own.route("/healthz", axum::routing::get(api::healthz))
         .route(
             "/readyz",
             axum::routing::get(move || async move { health.readiness().await }),

@@ -2,6 +2,7 @@
 //! one process, no proxy hop. Storage routes are shared by two services (reads and
 //! writes), so they are assembled here method by method.
 
+use crate::config::Config;
 use api::AppState;
 use axum::Router;
 use axum::extract::Request;
@@ -12,7 +13,7 @@ use axum::routing::{MethodRouter, any, get};
 /// Methods served on storage paths, for the `Allow` header of a 405.
 const STORAGE_METHODS: &str = "GET, HEAD, PUT, DELETE";
 
-pub fn router(state: AppState, fanout: events::Fanout) -> Router {
+pub fn router(state: AppState, fanout: events::Fanout, config: &Config) -> Router {
     let storage: MethodRouter<AppState> = get(read_api::get_storage)
         .put(write_api::put_storage)
         .delete(write_api::delete_storage)
@@ -27,8 +28,18 @@ pub fn router(state: AppState, fanout: events::Fanout) -> Router {
         .merge(read_api::versions::router())
         .merge(write_api::auth_router())
         .merge(events::router(fanout))
+        .merge(optional_pages(config))
         .fallback(legacy);
     client_facing(routes, state)
+}
+
+/// The pages this server serves only when configured to: the `/drive` explorer. A
+/// disabled page's path falls through to legacy storage, as in the reference.
+pub fn optional_pages<S: Clone + Send + Sync + 'static>(config: &Config) -> Router<S> {
+    match config.drive_web_explorer {
+        true => drive::router(),
+        false => Router::new(),
+    }
 }
 
 /// What every client-facing router gets, in `homeserver all` and in each service of

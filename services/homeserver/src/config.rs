@@ -6,10 +6,12 @@
 //! `host:port` list).
 
 use api::SignupMode;
+use domain::session_slots::SlotLimits;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +104,14 @@ pub struct Config {
     /// admin listener and no password refuses to start.
     #[serde(skip_serializing)]
     pub admin_password: Option<String>,
+    /// `grant-session-slots` (the reference's `[grant_auth]`): live bearer sessions one
+    /// grant may hold at once (a new slot beyond is 409), and sessions it may mint per
+    /// fixed 60-second window, rotations included (beyond: 429). Both must be positive.
+    pub max_sessions_per_grant: NonZeroU64,
+    pub session_issuance_per_minute: NonZeroU64,
+    /// Serve the `/drive` web file explorer (the reference's `[drive] web_explorer`),
+    /// off by default.
+    pub drive_web_explorer: bool,
 }
 
 impl Default for Config {
@@ -146,6 +156,9 @@ impl Default for Config {
             metrics_listen: None,
             admin_listen: None,
             admin_password: None,
+            max_sessions_per_grant: SlotLimits::DEFAULT_MAX_SESSIONS_PER_GRANT,
+            session_issuance_per_minute: SlotLimits::DEFAULT_SESSION_ISSUANCE_PER_MINUTE,
+            drive_web_explorer: false,
         }
     }
 }
@@ -219,6 +232,13 @@ impl Config {
             grace: std::time::Duration::from_secs(self.merkle_gc_grace_secs),
             collected: metrics.merkle_nodes_collected(),
         })
+    }
+
+    pub fn grant_session_slots(&self) -> SlotLimits {
+        SlotLimits {
+            max_sessions_per_grant: self.max_sessions_per_grant,
+            session_issuance_per_minute: self.session_issuance_per_minute,
+        }
     }
 
     pub fn log_config(&self) -> log::LogConfig {

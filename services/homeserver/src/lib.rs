@@ -85,6 +85,7 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
     server.max_body_bytes = config.max_body_bytes;
     server.projection_wait = Duration::from_millis(config.projection_wait_ms);
     server.version_retention = config.version_retention();
+    server.grant_session_slots = config.grant_session_slots();
     let bandwidth = |name: &str, value: &Option<String>| {
         value
             .as_deref()
@@ -197,7 +198,7 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
         ),
         None => None,
     };
-    let router = app::router(state.clone(), fanout);
+    let router = app::router(state.clone(), fanout, config);
     let stop = shutdown_signal(&rx);
     let plain_router = router.clone();
     listeners.push(tokio::spawn(async move {

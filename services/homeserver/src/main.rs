@@ -164,7 +164,8 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         events: upstream("EVENTS", &config.gateway_events)?,
     };
     let health = gateway::proxy::health(&upstreams, api::metrics::Metrics::new("gateway"));
-    let router = gateway::proxy::router(upstreams, health.clone());
+    let own = homeserver::app::optional_pages(&config);
+    let router = gateway::proxy::router(upstreams, health.clone(), own);
     let plain = tokio::net::TcpListener::bind(config.http_listen).await?;
     let tls = tokio::net::TcpListener::bind(config.tls_listen).await?;
     let (http_addr, tls_addr) = (plain.local_addr()?, tls.local_addr()?);

@@ -22,7 +22,11 @@ use axum::routing::get;
 use std::net::SocketAddr;
 
 /// Features advertised by `GET /info`; clients ignore ids they do not know.
-pub const FEATURES: &[&str] = &["path-addressed-storage", "grant-proof-logout"];
+pub const FEATURES: &[&str] = &[
+    "path-addressed-storage",
+    "grant-proof-logout",
+    "grant-session-slots",
+];
 
 /// The read-api on its own (split deployment): health, `/info`, path-addressed and
 /// legacy reads.

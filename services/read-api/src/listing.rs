@@ -15,6 +15,8 @@ pub const MAX_LIMIT: u32 = 1000;
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ListParams {
     limit: Option<u32>,
+    /// As written: checked only once the directory is known to exist, as the
+    /// reference does (a garbage cursor on a missing directory is a 404).
     cursor: Option<String>,
     shallow: bool,
     reverse: bool,
@@ -33,19 +35,23 @@ pub async fn list(
             "Directory Not Found",
         ));
     }
-    let paths = state
-        .store
-        .list(
-            &target.owner,
-            &ListQuery {
-                dir,
-                cursor: params.cursor.as_deref(),
-                limit: params.limit.unwrap_or(DEFAULT_LIMIT),
-                reverse: params.reverse,
-                shallow: params.shallow,
-            },
-        )
-        .await?;
+    let cursor = match params.cursor.as_deref() {
+        Some(text) => parse_cursor(text)?,
+        None => None,
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    let paths = if limit == 0 {
+        Vec::new()
+    } else {
+        let query = ListQuery {
+            dir,
+            cursor: cursor.as_deref(),
+            limit,
+            reverse: params.reverse,
+            shallow: params.shallow,
+        };
+        state.store.list(&target.owner, &query).await?
+    };
     let owner = target.owner.to_z32();
     let body = paths
         .iter()
@@ -59,16 +65,15 @@ fn parse(query: &str) -> Result<ListParams, ApiError> {
     let mut params = ListParams::default();
     for (key, value) in crate::query_pairs(query) {
         match key {
+            // Like the reference: empty or unparseable means the default, 0 an empty
+            // page.
             "limit" => {
-                // Like the reference: empty or unparseable means the default. Unlike
-                // it, 0 is refused instead of answering an empty page (spec §11).
-                params.limit = match value.parse::<u16>() {
-                    Ok(0) => return Err(ApiError::bad_request("Invalid limit: 0")),
-                    Ok(n) => Some(u32::from(n).min(MAX_LIMIT)),
-                    Err(_) => None,
-                }
+                params.limit = value
+                    .parse::<u16>()
+                    .ok()
+                    .map(|n| u32::from(n).min(MAX_LIMIT))
             }
-            "cursor" => params.cursor = parse_cursor(&value)?,
+            "cursor" => params.cursor = Some(value),
             "shallow" => params.shallow = parse_bool(&value)?,
             "reverse" => params.reverse = parse_bool(&value)?,
             _ => {}
@@ -119,16 +124,30 @@ mod tests {
         assert!(p.shallow && p.reverse);
         assert_eq!(p.limit, Some(MAX_LIMIT));
         assert_eq!(parse("limit=abc").unwrap().limit, None);
+        assert_eq!(parse("limit=0").unwrap().limit, Some(0));
         assert_eq!(
             error_text(parse("shallow=maybe")),
             "Invalid boolean parameter"
         );
-        assert_eq!(error_text(parse("cursor=nonsense")), "Invalid cursor");
+        // Cursors are kept as written until the directory is found.
         assert_eq!(
-            error_text(parse(&format!("cursor={KEY}/pub//a"))),
+            parse("cursor=nonsense").unwrap().cursor.as_deref(),
+            Some("nonsense")
+        );
+    }
+
+    #[test]
+    fn cursors_name_a_path_under_any_key() {
+        assert_eq!(parse_cursor("").unwrap(), None);
+        assert_eq!(
+            error_text(parse_cursor("nonsense").map(|_| ListParams::default())),
             "Invalid cursor"
         );
-        let p = parse(&format!("cursor=pubky://{KEY}/pub/a/b.txt")).unwrap();
-        assert_eq!(p.cursor.as_deref(), Some("/pub/a/b.txt"));
+        assert_eq!(
+            error_text(parse_cursor(&format!("{KEY}/pub//a")).map(|_| ListParams::default())),
+            "Invalid cursor"
+        );
+        let cursor = parse_cursor(&format!("pubky://{KEY}/pub/a/b.txt")).unwrap();
+        assert_eq!(cursor.as_deref(), Some("/pub/a/b.txt"));
     }
 }

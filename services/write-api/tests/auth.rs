@@ -3,6 +3,7 @@
 //! Every error response is snapshotted (status and body).
 
 mod common;
+mod session_slots;
 
 use api::SignupMode;
 use common::{Instance, TestEnv};

@@ -140,6 +140,7 @@ fn samples() -> Vec<Event> {
                 token_hash: sha256("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"),
                 token_expires_at: 1_700_003_600,
                 pop_nonce: "n0nce_-x".into(),
+                session_id: Some("0f8b3c2e-7d4a-4b1e-9c6a-2f5d8e1a3b7c".into()),
             },
         ),
         (
@@ -154,6 +155,7 @@ fn samples() -> Vec<Event> {
                 token_hash: sha256("another token"),
                 token_expires_at: 3600,
                 pop_nonce: "z".into(),
+                session_id: None,
             },
         ),
         (
@@ -669,6 +671,16 @@ fn tampers() -> Vec<Tamper> {
             apply: |e| e.contains_key("pop_nonce") && replace(e, "pop_nonce", json!(null)),
         },
         Tamper {
+            what: "session_id empty",
+            apply: |e| e.contains_key("session_id") && replace(e, "session_id", json!("")),
+        },
+        Tamper {
+            what: "session_id longer than 36 characters",
+            apply: |e| {
+                e.contains_key("session_id") && replace(e, "session_id", json!("s".repeat(37)))
+            },
+        },
+        Tamper {
             what: "an extra property in cookie_session",
             apply: |e| match e.get_mut("cookie_session") {
                 Some(Value::Object(session)) => session.insert("extra".into(), json!(1)).is_none(),
@@ -780,6 +792,9 @@ fn tampered_samples_are_rejected() {
                 kinds(&["grant_session_created", "grant_revoked"])
             }
             "a cookie capability with an unknown action" => kinds(&["cookie_session_created"]),
+            "session_id empty" | "session_id longer than 36 characters" => {
+                kinds(&["grant_session_created"])
+            }
             "pop_nonce not base64url" | "pop_nonce is null" => {
                 kinds(&["user_signed_up", "grant_session_created", "grant_revoked"])
             }

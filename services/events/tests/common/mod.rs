@@ -244,6 +244,7 @@ impl Env {
                 token_hash: Digest(token.hash()),
                 token_expires_at: now + 3600,
                 pop_nonce: random_name(),
+                session_id: None,
             },
         )
         .await;

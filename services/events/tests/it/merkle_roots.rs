@@ -70,10 +70,21 @@ async fn every_file_event_carries_the_owners_root_in_history_live_and_the_feed()
     );
     env.settle().await;
 
-    // History, then one live event.
-    let mut response = reqwest::get(env.url(&format!("/events-stream?user={a}&live=true")))
+    // Without the opt-in, a stream's data is the reference's: no root lines.
+    let plain_stream = reqwest::get(env.url(&format!("/events-stream?user={a}")))
         .await
-        .expect("request");
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(frame_roots(&plain_stream).len(), expected.len());
+    assert!(!plain_stream.contains("merkle_root"), "{plain_stream}");
+
+    // History, then one live event.
+    let url = env.url(&format!(
+        "/events-stream?user={a}&live=true&merkle_roots=true"
+    ));
+    let mut response = reqwest::get(url).await.expect("request");
     let mut text = String::new();
     read_until(&mut response, &mut text, Duration::from_secs(10), |t| {
         frame_roots(t).len() >= expected.len()
@@ -152,7 +163,9 @@ async fn a_private_stream_carries_the_private_trees_root() {
         content("/priv/app/one.txt"),
     );
     let text = reqwest::Client::new()
-        .get(env.url(&format!("/events-stream?user={a}&path=/priv/")))
+        .get(env.url(&format!(
+            "/events-stream?user={a}&path=/priv/&merkle_roots=1"
+        )))
         .bearer_auth(token.as_str())
         .send()
         .await

@@ -139,11 +139,33 @@ async fn parameter_and_authorization_errors() {
             format!("?user={a}:ZZZZZZZZZZZZY"),
             vec![],
         ),
+        (
+            "opt-in line not a boolean".into(),
+            format!("?user={a}&merkle_roots=maybe"),
+            vec![],
+        ),
     ];
     let mut out = String::new();
     for (name, query, headers) in &cases {
         let response = sse(&env, query, headers).await;
         let status = response.status().as_u16();
+        // The reference puts these on every answer of the stream route, refusals too.
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            header("cache-control").as_deref(),
+            Some("no-store"),
+            "{name}"
+        );
+        assert_eq!(
+            header("vary").as_deref(),
+            Some("pubky-host, Authorization, Cookie"),
+            "{name}"
+        );
         let text = response.text().await.expect("body");
         out.push_str(&format!("{name}: {status} {text}\n"));
     }
@@ -167,27 +189,46 @@ async fn exact_frame_bytes_and_headers() {
     )
     .await; // 3
     env.settle().await;
-    let response = sse(&env, &format!("?user={}", alice.to_z32()), &[]).await;
+    let user = alice.to_z32();
+    let response = sse(&env, &format!("?user={user}"), &[]).await;
     assert_eq!(response.status(), 200);
     let headers = response.headers().clone();
     assert_eq!(headers["content-type"], "text/event-stream");
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(headers["vary"], "pubky-host, Authorization, Cookie");
     let text = response.text().await.expect("body");
-    // The root line is the root of the one-entry tree, unchanged by deleting a path
-    // that was never there.
-    let root = one_entry_root("/pub/example.txt");
-    assert_eq!(
-        text.matches(&format!("data: merkle_root: {root}\n"))
-            .count(),
-        2
-    );
     // The hash line equals the standard padded base64 of the BLAKE3 digest.
     let hash = blake3::hash(b"/pub/example.txt");
     let b64 = events::content_hash_base64(hash.as_bytes());
     assert_eq!(b64.len(), 44);
     assert!(text.contains(&format!("data: content_hash: {b64}\n")));
+    // By default the data lines are the reference's and nothing else.
     insta::assert_snapshot!("sse_frames", text);
+
+    // The opt-in lines, each on its own and both (ts, then merkle_root).
+    let opted = |query: &'static str| {
+        let query = format!("?user={user}&{query}");
+        let env = &env;
+        async move { sse(env, &query, &[]).await.text().await.expect("body") }
+    };
+    let both = opted("timestamps=true&merkle_roots=true").await;
+    insta::assert_snapshot!("sse_frames_with_extras", both);
+    // The root line is the root of the one-entry tree, unchanged by deleting a path
+    // that was never there.
+    let root = one_entry_root("/pub/example.txt");
+    assert_eq!(
+        both.matches(&format!("data: merkle_root: {root}\n"))
+            .count(),
+        2
+    );
+    let roots_only = opted("merkle_roots=1").await;
+    assert!(!roots_only.contains("data: ts: "), "{roots_only}");
+    assert_eq!(roots_only.matches("data: merkle_root: ").count(), 2);
+    let ts_only = opted("timestamps=yes").await;
+    assert!(!ts_only.contains("merkle_root"), "{ts_only}");
+    assert_eq!(ts_only.matches("data: ts: ").count(), 2);
+    // `id:` is a field, not data, and stays.
+    assert_eq!(text.matches("\nid: ").count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,9 +296,13 @@ async fn filters_order_limit_and_cursors() {
         cursors(&body(&env, &q("?user={a}:6&reverse=1"), &[]).await.1),
         [5, 4, 3]
     );
-    // A huge cursor: 200 and an empty, closed stream, even in live mode.
-    let (status, text) = body(&env, &q("?user={a}:99999999999999999999&live=true"), &[]).await;
+    // A cursor beyond every sequence: 200 and an empty, closed stream, even in live
+    // mode; digits beyond u64 are no cursor at all (as the reference: 400).
+    let (status, text) = body(&env, &q("?user={a}:18446744073709551615&live=true"), &[]).await;
     assert_eq!((status, text.as_str()), (200, ""));
+    let forty = "9".repeat(40);
+    let (status, text) = body(&env, &q(&format!("?user={{a}}:{forty}")), &[]).await;
+    assert_eq!((status, text), (400, format!("Invalid cursor: {forty}")));
     // Last-Event-ID resumes after it for every user of the request.
     assert_eq!(
         cursors(

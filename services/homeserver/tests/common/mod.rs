@@ -210,6 +210,7 @@ pub fn session_event(user: &Keypair, caps: &[&str], token: &BearerToken) -> Even
             token_hash: Digest(token.hash()),
             token_expires_at: secs + 3600,
             pop_nonce: random_id(),
+            session_id: None,
         },
     )
 }

@@ -11,6 +11,7 @@ mod common;
 
 mod admin;
 mod cli;
+mod drive;
 mod foundation;
 mod interop;
 mod listing_model;

@@ -28,6 +28,7 @@ async fn reads_from_another_process_see_every_acknowledged_write() {
             ("HOMESERVER_GATEWAY_WRITE_API", &write_url),
             ("HOMESERVER_GATEWAY_READ_API", &read_url),
             ("HOMESERVER_GATEWAY_EVENTS", &events_url),
+            ("HOMESERVER_DRIVE_WEB_EXPLORER", "true"),
         ],
     )
     .await;
@@ -54,6 +55,23 @@ async fn reads_from_another_process_see_every_acknowledged_write() {
         );
         assert_eq!(get.text().await.unwrap(), format!("version {i}"));
     }
+    // The gateway serves the `/drive` page itself (no service behind it owns it).
+    let page = http
+        .get(format!("{gateway_url}/drive"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        drive::CONTENT_SECURITY_POLICY
+    );
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<title>Pubky Drive</title>")
+    );
     // The same through the gateway, which forwards by method and path.
     let path = format!("/storage/{owner}/pub/split/via-gateway.txt");
     let put = http

@@ -190,6 +190,12 @@ async fn bad_requests_get_the_reference_texts_and_change_nothing() {
             "Directory Not Found",
         ),
         (
+            // The directory is looked up before the cursor is read (as the reference).
+            s.http.get(s.storage(&u, "/pub/nothing/?cursor=garbage")),
+            StatusCode::NOT_FOUND,
+            "Directory Not Found",
+        ),
+        (
             s.http.get(s.storage(&u, "/pub/?shallow=perhaps")),
             StatusCode::BAD_REQUEST,
             "Invalid boolean parameter",
@@ -227,6 +233,39 @@ async fn bad_requests_get_the_reference_texts_and_change_nothing() {
     );
     let (status, _) = text(s.http.get(s.storage(&u, "/pub/")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was written");
+    s.server.shutdown().await;
+}
+
+/// `limit=0` is an empty page and a bad cursor is refused only once the directory is
+/// known to exist, both as the reference answers.
+#[tokio::test]
+async fn listings_answer_limit_zero_and_bad_cursors_as_the_reference() {
+    let s = start().await;
+    let u = s.user().await;
+    s.put_ok(&u, "/pub/dir/a.txt", "a").await;
+    let get = |query: &str| {
+        let url = s.storage(&u, &format!("/pub/dir/{query}"));
+        async move { text(s.http.get(url).send().await.unwrap()).await }
+    };
+    let (status, body) = get("?limit=0").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    let (status, body) = get("?limit=0&shallow=true&reverse=true").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    let (status, body) = get("?cursor=garbage").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::BAD_REQUEST, "Invalid cursor")
+    );
+    let (status, body) = get("?limit=0&cursor=garbage").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::BAD_REQUEST, "Invalid cursor")
+    );
+    let (status, body) = get("").await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, format!("pubky://{}/pub/dir/a.txt", u.z32()))
+    );
     s.server.shutdown().await;
 }
 

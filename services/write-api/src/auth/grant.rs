@@ -1,6 +1,10 @@
 //! Grant auth (spec §3.4, §14.8): the flow the published SDK uses. The user's key signs
 //! a grant for a client key; the client proves possession with a PoP per exchange and
-//! receives an opaque bearer (one live bearer per grant, 3600 s, never past the grant).
+//! receives an opaque bearer (3600 s, never past the grant), one live bearer per
+//! session slot of the grant (`grant-session-slots`: the client may name a slot with
+//! `session_id`; none is the legacy slot). How many slots a grant may fill and how
+//! often it may mint is `domain::session_slots`, checked against the grant's projected
+//! usage at the same account sequence the event is appended at.
 //!
 //! The stateless steps of the pipeline are `domain::jws`; what needs the projections
 //! (revocation, nonce replay, user existence) runs inside [`retry`], after reading the
@@ -20,6 +24,7 @@ use domain::PublicKey;
 use domain::event::{Change, Digest};
 use domain::jws::{self, Grant, GrantAuthError, GrantError, GrantRequest};
 use domain::secret::BearerToken;
+use domain::session_slots;
 use log::Expected;
 use serde::Serialize;
 use store::auth::GrantRow;
@@ -37,6 +42,9 @@ const BEARER_LIFETIME_SECS: u64 = 3600;
 /// `GrantSessionInfo`); keys are raw z32.
 #[derive(Serialize)]
 pub(crate) struct SessionInfo {
+    /// The slot, when the session has one (`grant-session-slots`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<String>,
     homeserver: String,
     pubky: String,
     client_id: String,
@@ -133,9 +141,10 @@ pub(crate) async fn create_session(
     let token_hash = Digest(token.hash());
     let token_expires_at = (now + BEARER_LIFETIME_SECS).min(grant.exp);
     let capabilities = render_capabilities(&grant.caps);
+    let session_id = body.session_id.map(|id| id.as_str().to_owned());
 
     let _guard = state.lock_user(&user).await;
-    let (state_ref, grant_ref, user_ref) = (&state, &grant, &user);
+    let (state_ref, grant_ref, user_ref, slot) = (&state, &grant, &user, session_id.as_deref());
     retry(|| async move {
         let (state, grant, user) = (state_ref, grant_ref, user_ref);
         if let Some(stored) = state.store.grant(&grant.jti).await? {
@@ -155,6 +164,11 @@ pub(crate) async fn create_session(
             .await?
             .ok_or_else(ApiError::not_found)?;
         refuse_used_nonce(state, &nonce).await?;
+        let usage = state
+            .store
+            .grant_slot_usage(&grant.jti, slot, now as i64)
+            .await?;
+        session_slots::check(&state.config.grant_session_slots, &usage, api::now_micros())?;
         let change = Change::GrantSessionCreated {
             grant_id: grant.jti.clone(),
             client_id: grant.client_id.clone(),
@@ -165,6 +179,7 @@ pub(crate) async fn create_session(
             token_hash,
             token_expires_at,
             pop_nonce: nonce,
+            session_id: slot.map(str::to_owned),
         };
         append(state, user, change, Expected::LastSeq(row.acct_seq)).await
     })
@@ -179,6 +194,7 @@ pub(crate) async fn create_session(
     Ok(Json(SessionResponse {
         token: token.as_str().to_owned(),
         session: SessionInfo {
+            session_id,
             homeserver: state.config.public_key.to_z32(),
             pubky: user.to_z32(),
             client_id: grant.client_id,
@@ -210,6 +226,7 @@ pub(crate) async fn get_session(
         .ok_or_else(no_session)?;
     let grant = found.grant;
     Ok(Json(SessionInfo {
+        session_id: found.session_id,
         homeserver: state.config.public_key.to_z32(),
         pubky: grant.owner,
         client_id: grant.client_id,

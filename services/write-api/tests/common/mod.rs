@@ -122,15 +122,21 @@ impl TestEnv {
 
     /// Starts a router instance on 127.0.0.1 with an ephemeral port.
     pub async fn instance(&self) -> Instance {
+        self.instance_with(|_| {}).await
+    }
+
+    /// [`instance`](Self::instance) with settings of its own.
+    pub async fn instance_with(&self, configure: impl FnOnce(&mut ServerConfig)) -> Instance {
         let store = Store::connect(&self.db_url, 8).await.unwrap();
         let log = EventLog::connect(self.log_config.clone()).await.unwrap();
         let progress = Progress::new();
         let follower = progress.follow(&store).await.unwrap();
         let blobs = blobs::BlobStore::fs(self.blobs.path()).unwrap();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             signup_mode: self.signup_mode,
             ..ServerConfig::new(self.homeserver_key())
         };
+        configure(&mut config);
         let state = AppState::new(store, log, blobs, progress, config);
         let router = hs_write_api::auth_router().with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
