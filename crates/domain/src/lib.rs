@@ -12,6 +12,7 @@ pub mod authorization;
 pub mod capability;
 pub mod event;
 pub mod jws;
+pub mod log_identity;
 pub mod merkle;
 pub mod path;
 pub mod secret;

@@ -15,6 +15,7 @@
 //!   subject's last message and comparing message ids, never by guessing.
 
 pub mod counter;
+pub mod identity;
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{HeaderMap, header};
@@ -109,6 +110,7 @@ pub struct EventLog {
     client: async_nats::Client,
     js: jetstream::Context,
     config: LogConfig,
+    pairing: identity::SharedPairing,
 }
 
 impl EventLog {
@@ -121,9 +123,19 @@ impl EventLog {
             reason,
         };
         let (options, addr) = connect_options(&config.url).map_err(connect_error)?;
+        let pairing = identity::SharedPairing::default();
+        let on_event = pairing.clone();
         let client = options
             .name("pubky-homeserver")
             .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                let on_event = on_event.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        on_event.reconnected.notify_waiters();
+                    }
+                }
+            })
             .connect(addr);
         let client = tokio::time::timeout(Duration::from_secs(10), client)
             .await
@@ -133,7 +145,12 @@ impl EventLog {
         let js = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
             .build(client.clone());
-        let log = EventLog { client, js, config };
+        let log = EventLog {
+            client,
+            js,
+            config,
+            pairing,
+        };
         log.ensure_stream().await?;
         Ok(log)
     }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod entries;
 pub mod feed;
+pub mod log_identity;
 pub mod merkle;
 pub mod merkle_diff;
 pub mod merkle_gc;

@@ -54,6 +54,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let mut checkpoint = current.unwrap_or(0);
+        // The id of the last event applied: the log's event at the checkpoint must stay
+        // this one (see `domain::log_identity`).
+        let mut last_id = None;
         // The users' Merkle trees move in this same transaction (exactly-once with the
         // entries); nodes are cached for the batch and written once at its end.
         let mut trees = self.maintain_merkle.then(BatchTrees::default);
@@ -64,16 +67,19 @@ impl Store {
             }
             apply(&mut tx, seq, event, trees.as_mut()).await?;
             checkpoint = seq;
+            last_id = Some(event.request_id.as_str());
         }
         if let Some(trees) = trees {
             trees.flush(&mut tx).await?;
         }
         sqlx::query(
-            "INSERT INTO projector_checkpoints (name, last_seq) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq",
+            "INSERT INTO projector_checkpoints (name, last_seq, last_id) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq,
+                last_id = coalesce(excluded.last_id, projector_checkpoints.last_id)",
         )
         .bind(name)
         .bind(checkpoint)
+        .bind(last_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query("SELECT pg_notify($1, $2)")

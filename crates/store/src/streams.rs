@@ -6,12 +6,15 @@
 //! from the last sequence it received cannot skip an event that is committed later
 //! with a smaller sequence.
 //!
+//! Pages never end inside an event (see [`crate::feed`]): when the last row of a page
+//! is not its event's last, the rest of that event's matching rows are added.
+//!
 //! Path filters are matched with range comparisons under `COLLATE "C"` instead of
 //! `LIKE`, so `_` and `%` in a filter are literal and the `(owner, seq)` index still
 //! drives the scan: a directory `/pub/a/` matches `path >= '/pub/a/' AND path < '/pub/a0'`
 //! (`0` is the byte after `/`), a file matches by equality.
 
-use crate::feed::{FeedEvent, feed_event};
+use crate::feed::{FEED_COLUMNS, FeedEvent, feed_event};
 use crate::{Result, Store};
 use domain::EventSeq;
 
@@ -96,10 +99,11 @@ impl Store {
         let (cmp, order) = direction(descending);
         let sql = format!(
             "WITH w AS (SELECT coalesce(min(last_seq), 0) AS w FROM projector_checkpoints)
-             SELECT e.seq, e.owner, e.op, e.path, e.content_hash, e.created_us, e.merkle_root
+             SELECT e.*
              FROM unnest($1::text[], $2::bigint[]) AS c(owner, cur)
              CROSS JOIN LATERAL (
-                SELECT ev.seq, ev.owner, ev.op, ev.path, ev.content_hash, ev.created_us, ev.merkle_root
+                SELECT ev.seq, ev.line, ev.lines, ev.owner, ev.op, ev.path, ev.content_hash,
+                       ev.created_us, ev.merkle_root
                 FROM events ev, w
                 WHERE ev.owner = c.owner COLLATE \"C\"
                   AND ev.seq {cmp} c.cur
@@ -108,10 +112,10 @@ impl Store {
                        OR EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS d(lo, hi)
                                   WHERE ev.path >= d.lo COLLATE \"C\"
                                     AND ev.path < d.hi COLLATE \"C\"))
-                ORDER BY ev.seq {order}
+                ORDER BY ev.seq {order}, ev.line {order}
                 LIMIT $6
              ) e
-             ORDER BY e.seq {order}
+             ORDER BY e.seq {order}, e.line {order}
              LIMIT $6"
         );
         let rows = sqlx::query(&sql)
@@ -123,7 +127,12 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(feed_event).collect())
+        self.finish_last_event(
+            rows.into_iter().map(feed_event).collect(),
+            filters,
+            descending,
+        )
+        .await
     }
 
     /// Up to `limit` file events of *every* user matching `filters`, strictly after
@@ -145,7 +154,7 @@ impl Store {
         // The primary key on seq drives the scan.
         let sql = format!(
             "WITH w AS (SELECT coalesce(min(last_seq), 0) AS w FROM projector_checkpoints)
-             SELECT ev.seq, ev.owner, ev.op, ev.path, ev.content_hash, ev.created_us, ev.merkle_root
+             SELECT {FEED_COLUMNS}
              FROM events ev, w
              WHERE ev.seq {cmp} $1
                AND ev.seq <= w.w
@@ -153,7 +162,7 @@ impl Store {
                     OR EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[]) AS d(lo, hi)
                                WHERE ev.path >= d.lo COLLATE \"C\"
                                  AND ev.path < d.hi COLLATE \"C\"))
-             ORDER BY ev.seq {order}
+             ORDER BY ev.seq {order}, ev.line {order}
              LIMIT $5"
         );
         let rows = sqlx::query(&sql)
@@ -164,7 +173,55 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(feed_event).collect())
+        self.finish_last_event(
+            rows.into_iter().map(feed_event).collect(),
+            filters,
+            descending,
+        )
+        .await
+    }
+
+    /// `page` with the rows of its last event that it lacks and `filters` match added:
+    /// those after the last row's line (before it, when `descending`). One event has
+    /// one owner, so the owner needs no check here.
+    async fn finish_last_event(
+        &self,
+        mut page: Vec<FeedEvent>,
+        filters: &PathFilters,
+        descending: bool,
+    ) -> Result<Vec<FeedEvent>> {
+        let Some(last) = page.last() else {
+            return Ok(page);
+        };
+        let complete = if descending {
+            last.line == 0
+        } else {
+            last.ends_event()
+        };
+        if complete {
+            return Ok(page);
+        }
+        let (lows, highs) = filters.dir_ranges();
+        let (cmp, order) = direction(descending);
+        let sql = format!(
+            "SELECT {FEED_COLUMNS} FROM events ev
+             WHERE ev.seq = $1 AND ev.line {cmp} $2
+               AND (ev.path = ANY($5::text[])
+                    OR EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS d(lo, hi)
+                               WHERE ev.path >= d.lo COLLATE \"C\"
+                                 AND ev.path < d.hi COLLATE \"C\"))
+             ORDER BY ev.line {order}"
+        );
+        let rest = sqlx::query(&sql)
+            .bind(crate::seq_param(last.seq))
+            .bind(i64::from(last.line))
+            .bind(&lows)
+            .bind(&highs)
+            .bind(&filters.files)
+            .fetch_all(&self.pool)
+            .await?;
+        page.extend(rest.into_iter().map(feed_event));
+        Ok(page)
     }
 
     /// The sequence of the event created at exactly `created_us`, for legacy

@@ -677,3 +677,115 @@ mod merkle_gc {
         }
     }
 }
+
+/// An event that changes several files is one row per file in `events`; the cursor is
+/// the event's sequence, so no page may end inside it (a reader resuming after that
+/// sequence would miss the rest). The rows are written here as such an event's
+/// projection writes them.
+#[tokio::test]
+async fn feed_and_stream_pages_never_end_inside_an_event() {
+    use hs_store::streams::{PathFilters, UserCursor};
+    let store = store().await;
+    let carol = Keypair::from_secret_key(&[3; 32]);
+    let owner = carol.public_key().to_z32();
+    let signup = Change::UserSignedUp {
+        signup_token: None,
+        limits: UserLimits::default(),
+        cookie_session: None,
+        pop_nonce: None,
+    };
+    let put = |path: &str| Change::FilePut {
+        path: path.into(),
+        content_hash: Digest([7; 32]),
+        size: 1,
+        content_type: "text/plain".into(),
+    };
+    store
+        .apply_batch(
+            "p",
+            &[
+                (EventSeq(1), event(&carol, signup)),
+                (EventSeq(2), event(&carol, put("/pub/a"))),
+            ],
+        )
+        .await
+        .unwrap();
+    // Event 3 removes three files (one private), then event 4 writes one.
+    for (line, path) in ["/pub/x", "/priv/y", "/pub/z"].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO events (seq, line, lines, owner, op, path, created_us, private)
+             VALUES (3, $1, 3, $2, 'DEL', $3, 0, $4)",
+        )
+        .bind(line as i32)
+        .bind(&owner)
+        .bind(path)
+        .bind(path.starts_with("/priv/"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    store
+        .apply_batch("p", &[(EventSeq(4), event(&carol, put("/pub/b")))])
+        .await
+        .unwrap();
+
+    let lines = |page: &[hs_store::feed::FeedEvent]| -> Vec<(u64, String)> {
+        page.iter().map(|e| (e.seq.0, e.path.clone())).collect()
+    };
+    // Two rows asked for, the page would end after /pub/x: it goes on to /pub/z.
+    let page = store.public_events(EventSeq(0), 2).await.unwrap();
+    assert_eq!(
+        lines(&page),
+        [
+            (2, "/pub/a".into()),
+            (3, "/pub/x".into()),
+            (3, "/pub/z".into())
+        ]
+    );
+    assert!(!page[1].ends_event() && page[2].ends_event());
+    let next = store.public_events(EventSeq(3), 2).await.unwrap();
+    assert_eq!(lines(&next), [(4, "/pub/b".into())]);
+
+    let everything = PathFilters {
+        dirs: vec!["/pub/".into(), "/priv/".into()],
+        files: vec![],
+    };
+    let users = [UserCursor {
+        owner: owner.clone(),
+        cursor: Some(EventSeq(2)),
+    }];
+    let page = store
+        .stream_events(&users, &everything, false, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        lines(&page),
+        [
+            (3, "/pub/x".into()),
+            (3, "/priv/y".into()),
+            (3, "/pub/z".into())
+        ]
+    );
+    // Newest first: the event's lines in reverse, still whole.
+    let users = [UserCursor {
+        owner,
+        cursor: Some(EventSeq(4)),
+    }];
+    let page = store
+        .stream_events(&users, &everything, true, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        lines(&page),
+        [
+            (3, "/pub/z".into()),
+            (3, "/priv/y".into()),
+            (3, "/pub/x".into())
+        ]
+    );
+    let page = store
+        .stream_all_events(Some(EventSeq(2)), &everything, false, 1)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 3);
+}

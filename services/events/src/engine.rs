@@ -88,8 +88,13 @@ pub struct Engine {
     live: Option<broadcast::Receiver<Arc<FileEvent>>>,
     /// Present for private streams.
     guard: Option<Guard>,
-    /// The last event handed out: a complete resume point, since output is in order.
+    /// The last event handed out completely (all its lines): a resume point, since
+    /// output is in order.
     last_sent: Option<domain::EventSeq>,
+    /// The sequence and line of the last line handed out: the lines of one event share
+    /// its sequence, so "after the cursor" alone would drop the rest of an event that
+    /// arrives live line by line.
+    last_line: Option<(domain::EventSeq, u32)>,
 }
 
 impl Engine {
@@ -122,6 +127,7 @@ impl Engine {
             live,
             guard,
             last_sent: None,
+            last_line: None,
         }
     }
 
@@ -227,17 +233,29 @@ impl Engine {
     /// A live event is for this stream if its user is followed, it is after what was
     /// already sent for that user, and its path matches a filter.
     fn wants(&self, event: &FileEvent) -> bool {
+        let after = |cursor: Option<EventSeq>| match cursor {
+            None => true,
+            Some(c) if event.seq > c => true,
+            // A later line of the event whose earlier lines were just sent.
+            Some(c) if event.seq == c => self
+                .last_line
+                .is_some_and(|(seq, line)| seq == c && event.line > line),
+            Some(_) => false,
+        };
         let after_cursor = match &self.followed {
             Followed::Users(users) => users
                 .iter()
-                .any(|u| u.owner == event.owner && u.cursor.is_none_or(|c| event.seq > c)),
-            Followed::All { cursor } => cursor.is_none_or(|c| event.seq > c),
+                .any(|u| u.owner == event.owner && after(u.cursor)),
+            Followed::All { cursor } => after(*cursor),
         };
         after_cursor && crate::params::matches(&self.filters, &event.path)
     }
 
     fn sent(&mut self, event: &FileEvent) {
-        self.last_sent = Some(event.seq);
+        self.last_line = Some((event.seq, event.line));
+        if event.ends_event() {
+            self.last_sent = Some(event.seq);
+        }
         match &mut self.followed {
             Followed::Users(users) => {
                 for user in users.iter_mut().filter(|u| u.owner == event.owner) {

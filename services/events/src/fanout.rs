@@ -44,6 +44,10 @@ pub const REVOCATION_CAPACITY: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEvent {
     pub seq: EventSeq,
+    /// This event's place among the file changes of its log event, and how many it has:
+    /// 0 and 1 except for events that change several files at once (see `store::feed`).
+    pub line: u32,
+    pub lines: u32,
     /// Raw z-base-32 key of the owner.
     pub owner: String,
     pub op: Op,
@@ -54,6 +58,15 @@ pub struct FileEvent {
     /// The owner's Merkle root (of the tree the path is in) right after this event;
     /// `None` when it is not known (events projected before the trees existed).
     pub merkle_root: Option<[u8; 32]>,
+}
+
+impl FileEvent {
+    /// Whether this is the last file change of its log event: only after it has a
+    /// client everything up to `seq`, so only there may a stream hand out `seq` as a
+    /// resume point.
+    pub fn ends_event(&self) -> bool {
+        self.line + 1 >= self.lines
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +88,8 @@ impl From<store::feed::FeedEvent> for FileEvent {
     fn from(e: store::feed::FeedEvent) -> Self {
         FileEvent {
             seq: e.seq,
+            line: e.line,
+            lines: e.lines,
             owner: e.owner,
             op: if e.op == "DEL" { Op::Del } else { Op::Put },
             path: e.path,
@@ -331,6 +346,8 @@ fn publish(
         } => {
             let _ = files.send(Arc::new(FileEvent {
                 seq,
+                line: 0,
+                lines: 1,
                 owner: user,
                 op: Op::Put,
                 path: path.clone(),
@@ -342,6 +359,8 @@ fn publish(
         Change::FileDeleted { path } => {
             let _ = files.send(Arc::new(FileEvent {
                 seq,
+                line: 0,
+                lines: 1,
                 owner: user,
                 op: Op::Del,
                 path: path.clone(),

@@ -6,7 +6,10 @@
 //! opt-in, because every `EventSource` client sees the data lines of every frame:
 //! `timestamps=true` adds `data: ts: <RFC 3339>` and `merkle_roots=true` adds
 //! `data: merkle_root: <hex>` (the owner's tree root right after the event, see
-//! docs/merkle.md), in that order after the reference's lines.
+//! docs/merkle.md), in that order after the reference's lines. A log event that
+//! changes several files is several frames, and only its last one carries the `id:`:
+//! a client cut off in the middle resumes from the event before and gets the whole
+//! event again, never half of it.
 
 use crate::fanout::{FileEvent, Op};
 use api::rfc3339;
@@ -47,8 +50,10 @@ pub fn sse_frame(event: &FileEvent, extras: FrameExtras) -> Bytes {
         out.push_str("\ndata: merkle_root: ");
         out.push_str(&hex::encode(root));
     }
-    out.push_str("\nid: ");
-    out.push_str(&event.seq.0.to_string());
+    if event.ends_event() {
+        out.push_str("\nid: ");
+        out.push_str(&event.seq.0.to_string());
+    }
     out.push_str("\n\n");
     Bytes::from(out)
 }
@@ -66,6 +71,12 @@ struct Json<'a> {
     content_hash: Option<String>,
     ts: String,
     merkle_root: Option<String>,
+    /// Only on events that change several files: this frame's place and their number.
+    /// A client resumes from the `cursor` of a frame whose `line` is `lines - 1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lines: Option<u32>,
 }
 
 pub fn ws_json(event: &FileEvent) -> String {
@@ -77,6 +88,52 @@ pub fn ws_json(event: &FileEvent) -> String {
         content_hash: event.content_hash.as_ref().map(content_hash_base64),
         ts: rfc3339(event.ts_us),
         merkle_root: event.merkle_root.map(hex::encode),
+        line: (event.lines > 1).then_some(event.line),
+        lines: (event.lines > 1).then_some(event.lines),
     };
     serde_json::to_string(&json).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::EventSeq;
+
+    fn line(line: u32, lines: u32) -> FileEvent {
+        FileEvent {
+            seq: EventSeq(7),
+            line,
+            lines,
+            owner: "o".into(),
+            op: Op::Del,
+            path: format!("/pub/{line}"),
+            content_hash: None,
+            ts_us: 0,
+            merkle_root: None,
+        }
+    }
+
+    #[test]
+    fn only_the_last_line_of_an_event_is_a_resume_point() {
+        let frames: Vec<String> = (0..3)
+            .map(|i| {
+                String::from_utf8(sse_frame(&line(i, 3), FrameExtras::default()).to_vec()).unwrap()
+            })
+            .collect();
+        assert!(!frames[0].contains("\nid: ") && !frames[1].contains("\nid: "));
+        assert!(frames[2].ends_with("\nid: 7\n\n"), "{}", frames[2]);
+        assert!(
+            String::from_utf8(sse_frame(&line(0, 1), FrameExtras::default()).to_vec())
+                .unwrap()
+                .ends_with("\nid: 7\n\n")
+        );
+
+        let json: serde_json::Value = serde_json::from_str(&ws_json(&line(1, 3))).unwrap();
+        assert_eq!(
+            (json["line"].as_u64(), json["lines"].as_u64()),
+            (Some(1), Some(3))
+        );
+        let single: serde_json::Value = serde_json::from_str(&ws_json(&line(0, 1))).unwrap();
+        assert!(single.get("line").is_none() && single.get("lines").is_none());
+    }
 }

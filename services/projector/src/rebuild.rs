@@ -28,7 +28,8 @@ const TABLES: &[&str] = &[
 ];
 
 /// The columns of `events` every projection run writes the same way.
-const EVENT_CORE_COLUMNS: &str = "seq, owner, op, path, content_hash, created_us, private";
+const EVENT_CORE_COLUMNS: &str =
+    "seq, line, lines, owner, op, path, content_hash, created_us, private";
 /// Columns added to `events` later (`merkle_root` in 0002, reset by 0005;
 /// `content_length` and `content_type` in 0003): rows projected before them are NULL
 /// in the live table ("not recorded") but filled by a replay, which is not a
@@ -171,7 +172,7 @@ async fn compare_at(
         );
         if *table == "events" {
             sql.push_str(&format!(
-                " + (SELECT count(*) FROM events l JOIN {quoted}.events r USING (seq) WHERE {})",
+                " + (SELECT count(*) FROM events l JOIN {quoted}.events r USING (seq, line) WHERE {})",
                 EVENT_ANNOTATIONS
                     .iter()
                     .map(|c| format!("(l.{c} IS NOT NULL AND l.{c} IS DISTINCT FROM r.{c})"))
