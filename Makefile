@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 
 COMPOSE ?= docker compose
 
-.PHONY: help services services-stop run test lint bench bench-compare up down
+.PHONY: help services services-stop run test lint bench bench-compare up down e2e-drive
 
 help:
 	@echo 'make services       start the private Postgres and NATS ($(SERVICES) up)'
@@ -32,6 +32,7 @@ help:
 	@echo 'make run            services, then the whole homeserver in one process'
 	@echo 'make test           services, then cargo test --workspace'
 	@echo 'make lint           rustfmt check and clippy with warnings as errors'
+	@echo 'make e2e-drive      the /drive page in a real browser (chromium, Playwright), screenshots in docs/drive'
 	@echo 'make bench          benchmarks of our homeserver, quick (BENCH_ARGS=--full)'
 	@echo 'make bench-compare  the same for ours and the reference (pubky-homeserver 0.17.1)'
 	@echo 'make up / down      split deployment with docker compose'
@@ -51,6 +52,16 @@ run: services
 
 test: services
 	$(WITH_SERVICES) cargo test --workspace
+
+# The /drive page in a real browser: Debian's chromium (installed with apt when
+# missing) driven by Playwright (`playwright-core`, pinned by
+# services/drive/e2e/package-lock.json; it never downloads a browser of its own).
+# Screenshots of every step at desktop and phone width go to docs/drive/.
+e2e-drive: services
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	cd services/drive/e2e && npm ci --no-audit --no-fund
+	$(WITH_SERVICES) DRIVE_SCREENSHOTS=$(CURDIR)/docs/drive \
+		cargo test -p homeserver --test it -- --ignored --exact drive::browser_session_in_chromium --nocapture
 
 lint:
 	cargo fmt --all -- --check

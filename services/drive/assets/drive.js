@@ -151,11 +151,15 @@ async function listDir(dir) {
 }
 
 async function open(dir) {
+  if (dir !== cwd) {
+    for (const row of document.querySelectorAll('#uploads .upload.done')) row.remove();
+  }
   cwd = dir;
   closeDetails();
   renderCrumbs();
   $('folder-form').hidden = true;
   const atRoot = dir === '/';
+  $('dropzone').classList.toggle('root', atRoot);
   $('new-folder').disabled = atRoot;
   $('file-input').disabled = atRoot;
   document.querySelector('label[for="file-input"]').classList.toggle('disabled', atRoot);
@@ -222,8 +226,8 @@ function renderListing(names) {
     const button = document.createElement('button');
     button.type = 'button';
     const icon = document.createElement('span');
-    icon.className = 'icon';
-    icon.textContent = isFolder ? '📁' : '📄';
+    icon.className = isFolder ? 'icon folder' : 'icon file';
+    icon.setAttribute('aria-hidden', 'true');
     const label = document.createElement('span');
     label.className = 'name';
     label.textContent = isFolder ? name.slice(0, -1) : name;
@@ -279,6 +283,8 @@ async function select(path, version = null) {
     li.classList.toggle('selected', li.dataset.path === path);
   }
   $('details').hidden = false;
+  // On a phone the details are below the listing: bring them into view.
+  if (window.matchMedia('(max-width: 759px)').matches) $('details').scrollIntoView({ block: 'start' });
   $('details-name').textContent = baseName(path) + (version ? ` (version ${version})` : '');
   $('details-meta').textContent = 'Loading…';
   $('preview').replaceChildren();
@@ -517,13 +523,15 @@ async function refreshMerkle() {
     $('merkle-meta').textContent = `after event ${root.seq} · signed by homeserver ${root.signer}`;
     const verdict = await verifyRoot(root);
     check.className = 'meta ' + (verdict === true ? 'verified' : verdict === false ? 'unverified' : '');
-    check.textContent = verdict === true ? '✓ Signature verified (Ed25519) over: ' + root.statement
+    check.textContent = verdict === true ? '✓ Signature verified (Ed25519), over the statement:'
       : verdict === false ? '✗ The signature does not verify.' : verdict;
+    $('merkle-statement').textContent = root.statement;
   } catch (e) {
     if (e.message === 'signed out') return;
     $('merkle-root').textContent = '';
     $('merkle-meta').textContent = 'Root unavailable: ' + e.message;
     check.textContent = '';
+    $('merkle-statement').textContent = '';
   }
 }
 

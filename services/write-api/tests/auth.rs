@@ -3,6 +3,7 @@
 //! Every error response is snapshotted (status and body).
 
 mod common;
+#[path = "auth/session_slots.rs"]
 mod session_slots;
 
 use api::SignupMode;

@@ -243,9 +243,10 @@ async fn listings_answer_limit_zero_and_bad_cursors_as_the_reference() {
     let s = start().await;
     let u = s.user().await;
     s.put_ok(&u, "/pub/dir/a.txt", "a").await;
+    let http = &s.http;
     let get = |query: &str| {
         let url = s.storage(&u, &format!("/pub/dir/{query}"));
-        async move { text(s.http.get(url).send().await.unwrap()).await }
+        async move { text(http.get(url).send().await.unwrap()).await }
     };
     let (status, body) = get("?limit=0").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
