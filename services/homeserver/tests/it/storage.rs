@@ -236,6 +236,19 @@ async fn bad_requests_get_the_reference_texts_and_change_nothing() {
     s.server.shutdown().await;
 }
 
+/// `/info` names what this server implements, in the reference's words and order.
+#[tokio::test]
+async fn info_advertises_the_implemented_features() {
+    let s = start().await;
+    let r = s.http.get(s.url("/info")).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"features":["path-addressed-storage","grant-proof-logout","grant-session-slots"]}"#
+    );
+    s.server.shutdown().await;
+}
+
 /// `limit=0` is an empty page and a bad cursor is refused only once the directory is
 /// known to exist, both as the reference answers.
 #[tokio::test]
