@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 
 COMPOSE ?= docker compose
 
-.PHONY: help services services-stop run test lint bench bench-compare up down e2e-drive
+.PHONY: help services services-stop run test lint bench bench-compare up down e2e-drive drill-backup
 
 help:
 	@echo 'make services       start the private Postgres and NATS ($(SERVICES) up)'
@@ -32,6 +32,7 @@ help:
 	@echo 'make run            services, then the whole homeserver in one process'
 	@echo 'make test           services, then cargo test --workspace'
 	@echo 'make lint           rustfmt check and clippy with warnings as errors'
+	@echo 'make drill-backup   backup and restore drill: write under load, back up, wipe, restore, check (DRILL_WRITES=100000)'
 	@echo 'make e2e-drive      the /drive page in a real browser (chromium, Playwright), screenshots in docs/drive'
 	@echo 'make bench          benchmarks of our homeserver, quick (BENCH_ARGS=--full)'
 	@echo 'make bench-compare  the same for ours and the reference (pubky-homeserver 0.17.1)'
@@ -62,6 +63,16 @@ e2e-drive: services
 	cd services/drive/e2e && npm ci --no-audit --no-fund
 	$(WITH_SERVICES) DRIVE_SCREENSHOTS=$(CURDIR)/docs/drive \
 		cargo test -p homeserver --test it -- --ignored --exact drive::browser_session_in_chromium --nocapture
+
+# The backup and restore drill at scale (docs/backup.md): DRILL_WRITES files written by
+# 8 users while `homeserver backup` runs, then NATS, Postgres, the blobs and the key
+# wiped, restored, the projections rebuilt, and every write acknowledged before the
+# backup read back. The test build (debug), so figures are an upper bound; they go
+# into the README.
+DRILL_WRITES ?= 100000
+drill-backup: services
+	$(WITH_SERVICES) DRILL_WRITES=$(DRILL_WRITES) cargo test -p homeserver --test it -- \
+		--ignored --exact recovery::backup_drill_at_scale --nocapture
 
 lint:
 	cargo fmt --all -- --check

@@ -331,24 +331,30 @@ impl BlobStore {
         }
     }
 
-    /// Total bytes of all stored blobs (temporary objects excluded).
-    ///
-    /// O(number of blobs): lists the whole store. Meant for an occasional metrics gauge,
-    /// not for a request path.
-    pub async fn total_bytes(&self) -> Result<u64, BlobError> {
+    /// Every blob with its size (temporary objects excluded). O(number of blobs): for backups, not request paths.
+    pub async fn list(&self) -> Result<Vec<(BlobHash, u64)>, BlobError> {
         let mut lister = self
             .inner
             .op
             .lister_with(BLOB_PREFIX)
             .recursive(true)
             .await?;
-        let mut total = 0u64;
+        let mut out = Vec::new();
         while let Some(entry) = lister.try_next().await? {
-            if entry.metadata().is_file() {
-                total += entry.metadata().content_length();
+            let name = entry.name().trim_end_matches('/');
+            if let (true, Ok(hash)) = (entry.metadata().is_file(), BlobHash::from_hex(name)) {
+                out.push((hash, entry.metadata().content_length()));
             }
         }
-        Ok(total)
+        Ok(out)
+    }
+
+    /// Total bytes of all stored blobs (temporary objects excluded).
+    ///
+    /// O(number of blobs): lists the whole store. Meant for an occasional metrics gauge,
+    /// not for a request path.
+    pub async fn total_bytes(&self) -> Result<u64, BlobError> {
+        Ok(self.list().await?.iter().map(|(_, size)| size).sum())
     }
 }
 

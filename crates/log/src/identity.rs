@@ -50,8 +50,13 @@ struct StreamInfoReply {
 #[derive(Deserialize)]
 struct ApiError {
     #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
     description: String,
 }
+
+/// JetStream's error code for "stream not found".
+const STREAM_NOT_FOUND: u64 = 10059;
 
 #[derive(Deserialize)]
 struct StreamState {
@@ -74,6 +79,9 @@ impl EventLog {
             .await
             .map_err(unavailable)?;
         if let Some(error) = reply.error {
+            if error.err_code == STREAM_NOT_FOUND {
+                return Err(LogError::StreamMissing(self.config.stream.clone()));
+            }
             return Err(LogError::Unavailable(format!(
                 "stream {}: {}",
                 self.config.stream, error.description

@@ -16,6 +16,7 @@
 
 pub mod counter;
 pub mod identity;
+pub mod snapshot;
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{HeaderMap, header};
@@ -67,6 +68,10 @@ pub enum LogError {
     NoJetStream,
     #[error("stream {stream} exists with an unsafe configuration: {problem}")]
     StreamMisconfigured { stream: String, problem: String },
+    /// The stream is gone from a NATS server that answers: deleted, or the server lost
+    /// its data. Not an outage: waiting does not bring it back.
+    #[error("stream {0} does not exist on the NATS server")]
+    StreamMissing(String),
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
     #[error("event {seq} in the log cannot be decoded: {reason}")]
@@ -346,6 +351,62 @@ impl EventLog {
         }
     }
 
+    /// Deletes the stream, if it exists, and creates it again empty, with its first
+    /// sequence at `first`. Only `homeserver reseed` does this: a re-seeded log goes on
+    /// from where its lost predecessor ended, so feed cursors and the projections'
+    /// positions keep meaning "after this event".
+    pub async fn recreate_stream(&self, first: EventSeq) -> Result<(), LogError> {
+        match self.js.delete_stream(&self.config.stream).await {
+            Ok(_) => {}
+            Err(e) if is_stream_not_found(&e) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        let mut config = self.stream_config();
+        config.first_sequence = Some(first.0.max(1));
+        self.js.create_stream(config).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Appends `events` in order without concurrency checks, with up to 256
+    /// acknowledgements in flight (one connection keeps them in order): for a log that
+    /// nobody else writes to, such as a stream being re-seeded. Calls `on_acked` with
+    /// each acknowledged count; returns the last event's sequence. An acknowledgement
+    /// that does not come is an error: the caller starts over on a fresh stream.
+    pub async fn append_in_order(
+        &self,
+        events: &[Event],
+        on_acked: &(dyn Fn(u64) + Sync),
+    ) -> Result<EventSeq, LogError> {
+        const IN_FLIGHT: usize = 256;
+        let mut pending = std::collections::VecDeque::with_capacity(IN_FLIGHT);
+        let mut last = EventSeq(0);
+        for event in events {
+            if pending.len() == IN_FLIGHT
+                && let Some(ack) = pending.pop_front()
+            {
+                last = acked(ack).await?;
+                on_acked(1);
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(header::NATS_MESSAGE_ID, event.request_id.as_str());
+            let ack = self
+                .js
+                .publish_with_headers(
+                    self.subject_of(event),
+                    headers,
+                    bytes::Bytes::from(event.to_json()),
+                )
+                .await
+                .map_err(unavailable)?;
+            pending.push_back(ack);
+        }
+        for ack in pending {
+            last = acked(ack).await?;
+            on_acked(1);
+        }
+        Ok(last)
+    }
+
     /// The sequence of the last event in the whole log (0 when empty).
     pub async fn head(&self) -> Result<EventSeq, LogError> {
         let mut stream = self
@@ -462,6 +523,18 @@ pub fn redacted_url(url: &str) -> String {
         },
         None => url.to_string(),
     }
+}
+
+async fn acked(ack: jetstream::context::PublishAckFuture) -> Result<EventSeq, LogError> {
+    Ok(EventSeq(ack.await.map_err(unavailable)?.sequence))
+}
+
+fn is_stream_not_found(e: &jetstream::context::DeleteStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(ref js)
+            if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> LogError {

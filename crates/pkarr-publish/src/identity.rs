@@ -89,6 +89,16 @@ fn io_err<'a>(
 /// I/O failures, a secret file accessible by "other" users, or a malformed secret file
 /// (see [`IdentityError`]). A malformed or exposed file is never overwritten.
 pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
+    load_or_install(data_dir, Keypair::random)
+}
+
+/// Loads the keypair from `<data_dir>/secret`, or installs the one `make` returns when
+/// there is none yet (as [`load_or_create`] does with a random key; `homeserver restore`
+/// installs the backed-up key). An existing key is never replaced: the caller compares.
+pub fn load_or_install(
+    data_dir: &Path,
+    make: impl FnOnce() -> Keypair,
+) -> Result<Keypair, IdentityError> {
     let path = data_dir.join(SECRET_FILE);
     match load(&path) {
         Ok(keypair) => return Ok(keypair),
@@ -97,7 +107,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
     }
 
     create_private_dir(data_dir)?;
-    let keypair = Keypair::random();
+    let keypair = make();
     let mut contents = hex::encode(keypair.secret_key());
     contents.push('\n');
 
@@ -128,7 +138,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
 }
 
 /// Reads and validates an existing secret file.
-fn load(path: &Path) -> Result<Keypair, IdentityError> {
+pub fn load(path: &Path) -> Result<Keypair, IdentityError> {
     let metadata = fs::metadata(path).map_err(io_err("read", path))?;
     check_permissions(path, &metadata)?;
 

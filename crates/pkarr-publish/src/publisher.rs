@@ -59,6 +59,8 @@ pub struct DhtConfig {
     /// How DHT diagnostics are judged (warnings only; [`ReportPolicy::testnet`] for small
     /// local networks, where "stored on 3 nodes" is not a problem).
     pub report_policy: ReportPolicy,
+    /// IPv4 address the DHT socket binds to; `None` = [`DhtConfig::default_bind`].
+    pub bind: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for DhtConfig {
@@ -68,6 +70,7 @@ impl Default for DhtConfig {
             relays: Vec::new(),
             request_timeout: pkarr::DEFAULT_DHT_REQUEST_TIMEOUT,
             report_policy: ReportPolicy::mainnet(),
+            bind: None,
         }
     }
 }
@@ -91,6 +94,20 @@ impl DhtConfig {
             relays: Vec::new(),
             request_timeout,
             report_policy: ReportPolicy::testnet(),
+            bind: None,
+        }
+    }
+
+    /// Where the DHT socket binds when [`DhtConfig::bind`] is not set: loopback when
+    /// every bootstrap node is a loopback address (a local test network, which nothing
+    /// outside this machine should reach), all interfaces otherwise (the public DHT
+    /// needs to be reached by other nodes).
+    pub fn default_bind(&self) -> std::net::Ipv4Addr {
+        let nodes = resolve_bootstrap(&self.bootstrap);
+        if !nodes.is_empty() && nodes.iter().all(|n| n.ip().is_loopback()) {
+            std::net::Ipv4Addr::LOCALHOST
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED
         }
     }
 }
@@ -228,8 +245,13 @@ impl Publisher {
             if nodes.is_empty() {
                 return Err(PublisherError::NoUsableBootstrap(config.bootstrap.clone()));
             }
+            let bind = config.bind.unwrap_or_else(|| config.default_bind());
             builder
                 .bootstrap(&nodes)
+                .dht(|dht| {
+                    dht.bind_address = Some(bind);
+                    dht
+                })
                 .dht_report_policy(config.report_policy);
         }
 
@@ -719,6 +741,16 @@ mod tests {
     #[test]
     fn mainnet_is_opt_in() {
         assert!(DhtConfig::default().bootstrap.is_empty());
+        let local = DhtConfig::local(
+            &["127.0.0.1:6881".into(), "localhost:6882".into()],
+            Duration::from_millis(100),
+        );
+        assert_eq!(local.default_bind(), std::net::Ipv4Addr::LOCALHOST);
+        let mixed = DhtConfig::local(
+            &["127.0.0.1:6881".into(), "192.0.2.1:6881".into()],
+            Duration::from_millis(100),
+        );
+        assert_eq!(mixed.default_bind(), std::net::Ipv4Addr::UNSPECIFIED);
         assert!(DhtConfig::default().relays.is_empty());
         assert!(!DhtConfig::mainnet().bootstrap.is_empty());
         assert!(DhtConfig::mainnet().relays.is_empty());

@@ -15,6 +15,7 @@ pub mod merkle_diff;
 pub mod merkle_gc;
 pub mod progress;
 pub mod projection;
+pub mod reseed;
 pub mod streams;
 pub mod users;
 pub mod versions;

@@ -108,10 +108,13 @@ async fn apply(
             pop_nonce,
         } => {
             let (quota, paths, rate_read, rate_write) = limit_columns(limits);
+            // A row that exists already is a user re-stated by a re-seeded log
+            // (`store::reseed`): its account sequence is now this event's.
             sqlx::query(
                 "INSERT INTO users (pubkey, created_us, acct_seq, storage_quota_mb,
                                     allowed_write_paths, rate_read, rate_write)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pubkey) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (pubkey) DO UPDATE SET acct_seq = excluded.acct_seq",
             )
             .bind(&user)
             .bind(ts)

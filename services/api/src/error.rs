@@ -37,6 +37,17 @@ impl ApiError {
     pub fn retry_after(status: StatusCode, text: impl Into<String>, secs: u64) -> Self {
         ApiError::ClientRetry(status, text.into(), secs)
     }
+    /// Writes refused because the event log is not the one the projections were built
+    /// from (`projector::pairing`). Unlike an outage, the text is sent: it names both
+    /// logs and the recovery command, and the operator reading a client's error report
+    /// needs exactly that. `Retry-After` is long: an operator has to act first.
+    pub fn log_mismatch(text: impl Into<String>) -> Self {
+        ApiError::ClientRetry(
+            StatusCode::SERVICE_UNAVAILABLE,
+            text.into(),
+            LOG_MISMATCH_RETRY_AFTER_SECS,
+        )
+    }
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Client(status, _) | ApiError::ClientRetry(status, _, _) => *status,
@@ -47,6 +58,9 @@ impl ApiError {
 
 /// How long clients should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 2;
+
+/// `Retry-After` of writes refused for a mismatched log ([`ApiError::log_mismatch`]).
+pub const LOG_MISMATCH_RETRY_AFTER_SECS: u64 = 60;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

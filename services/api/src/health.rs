@@ -162,8 +162,32 @@ impl Health {
         }
     }
 
+    /// The text of a mismatch between the log and the projections, when this process
+    /// found one (`projector::pairing`): not ready until an operator resolves it.
+    fn log_mismatch(&self) -> Option<String> {
+        self.inner.dependencies.iter().find_map(|d| match d {
+            Dependency::Nats(log) => match log.pairing() {
+                log::identity::Pairing::Mismatched(text) => Some(text),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
     /// The `/readyz` answer.
     pub async fn readiness(&self) -> Response {
+        if let Some(text) = self.log_mismatch() {
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {text}\n"),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::error::LOG_MISMATCH_RETRY_AFTER_SECS),
+            );
+            return response;
+        }
         let down = self.unavailable().await;
         if down.is_empty() {
             return (StatusCode::OK, "ready\n").into_response();

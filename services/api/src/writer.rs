@@ -59,7 +59,24 @@ impl AppState {
         expected: Expected,
     ) -> Result<Committed, CommitError> {
         self.require_log()?;
+        let projected_before = self.progress.applied();
         let seq = match self.log.append(event, expected).await {
+            Ok(seq) if seq <= projected_before => {
+                // The projections are already past the sequence this log just gave us:
+                // they come from another log, and would never apply this event. Not
+                // acknowledged, and no write is until an operator resolves it.
+                let text = format!(
+                    "the event log does not match its projections: it stored event {} at                      sequence {}, but the projections have already applied events up to {}. {}",
+                    event.request_id,
+                    seq.0,
+                    projected_before.0,
+                    domain::log_identity::RECOVERY
+                );
+                tracing::error!(problem = %text, "refusing writes");
+                self.log
+                    .set_pairing(log::identity::Pairing::Mismatched(text.clone()));
+                return Err(CommitError::Api(ApiError::log_mismatch(text)));
+            }
             Ok(seq) => {
                 self.metrics.event_appended(event);
                 seq
@@ -92,7 +109,13 @@ impl AppState {
     /// wait for its publish acknowledgement to time out (seconds, three times) before
     /// answering the same 503; writes also call it before reading an upload, so an
     /// outage does not leave a stored blob behind.
+    ///
+    /// Also refuses every write while the log is known not to be the projections' own
+    /// (`projector::pairing`): an event appended there would never be projected.
     pub fn require_log(&self) -> Result<(), ApiError> {
+        if let log::identity::Pairing::Mismatched(text) = self.log.pairing() {
+            return Err(ApiError::log_mismatch(text));
+        }
         if self.log.is_connected() {
             Ok(())
         } else {

@@ -8,11 +8,22 @@
 //! `merkle_roots=true`: then each event line is followed by `merkle_root: <hex>`, the
 //! owner's public tree root right after that event (docs/merkle.md). Opt-in, because
 //! indexers written against the reference treat every line as an event or a cursor.
+//!
+//! Two headers tell a reader which log the cursor belongs to: `Pubky-Log-Id` changes
+//! exactly when the log is replaced (a reader that sees it change should start again
+//! from the beginning), and `Pubky-Log-Reseeded-Through: <seq>`, present when the log
+//! was re-created from the projections (`homeserver reseed`), says that the events up
+//! to that sequence re-state files that already existed rather than new writes.
 
 use crate::params::{RawCursor, feed_params};
 use api::{ApiError, AppState};
 use axum::extract::State;
-use axum::http::{Uri, header};
+use axum::http::{HeaderName, HeaderValue, Uri, header};
+
+/// The log's short identity (see the module docs).
+pub const LOG_ID: HeaderName = HeaderName::from_static("pubky-log-id");
+/// The last re-stated event of a re-seeded log (see the module docs).
+pub const LOG_RESEEDED_THROUGH: HeaderName = HeaderName::from_static("pubky-log-reseeded-through");
 use axum::response::{IntoResponse, Response};
 
 pub async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
@@ -33,13 +44,22 @@ pub async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, Ap
             .public_events(after, u32::from(params.limit))
             .await?
     };
-    Ok((
+    let marks = state.store.log_marks().await?;
+    let mut response = (
         // The reference's type, without a charset (the body is ASCII but for paths,
         // which are UTF-8 either way).
         [(header::CONTENT_TYPE, "text/plain")],
         render(&events, params.merkle_roots),
     )
-        .into_response())
+        .into_response();
+    let headers = response.headers_mut();
+    if let Some(id) = marks.id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        headers.insert(LOG_ID, id);
+    }
+    if let Some(through) = marks.reseeded_through {
+        headers.insert(LOG_RESEEDED_THROUGH, HeaderValue::from(through.0));
+    }
+    Ok(response)
 }
 
 /// `PUT pubky://<user>/<path>` lines (each followed by its `merkle_root:` line when

@@ -1,9 +1,15 @@
 //! Configuration: built-in defaults, then a TOML file, then environment variables.
 //!
-//! Every knob is listed in the README. Environment variables: `HOMESERVER_<KEY>` for
-//! any key (e.g. `HOMESERVER_SIGNUP_MODE=open`), plus the conventional `DATABASE_URL`,
-//! `NATS_URL`, `HOMESERVER_DATA_DIR` and `PUBKY_DHT_BOOTSTRAP` (comma-separated
-//! `host:port` list).
+//! Every knob is listed in the README. One order, later wins:
+//! 1. built-in defaults;
+//! 2. the TOML file (`--config` / `HOMESERVER_CONFIG`);
+//! 3. the conventional variables other tools share: `DATABASE_URL`, `NATS_URL`,
+//!    `PUBKY_DHT_BOOTSTRAP` (comma-separated `host:port` list);
+//! 4. `HOMESERVER_<KEY>` for any key (e.g. `HOMESERVER_SIGNUP_MODE=open`).
+//!
+//! The specific variable wins over the conventional one because it can only have been
+//! meant for this program, while a `DATABASE_URL` may be left in a shell for another.
+//! When both are set and differ, [`environment_conflicts`] says so at start.
 
 use api::SignupMode;
 use domain::session_slots::SlotLimits;
@@ -41,6 +47,10 @@ pub struct Config {
     /// Publish to the public Mainline DHT when no bootstrap nodes are given. Off by
     /// default so that a homeserver never reaches the internet unless told to.
     pub dht_mainnet: bool,
+    /// IPv4 address the Mainline DHT socket binds to. Unset: loopback when every
+    /// bootstrap node is a loopback address (a local test network), all interfaces
+    /// otherwise.
+    pub dht_bind: Option<std::net::Ipv4Addr>,
     /// pkarr relays; none by default.
     pub dht_relays: Vec<String>,
     pub dht_request_timeout_ms: u64,
@@ -131,6 +141,7 @@ impl Default for Config {
             blobs: None,
             dht_bootstrap: Vec::new(),
             dht_mainnet: false,
+            dht_bind: None,
             dht_relays: Vec::new(),
             dht_request_timeout_ms: 2000,
             republish_interval_secs: 3600,
@@ -169,19 +180,12 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment
-            .merge(Env::prefixed("HOMESERVER_").ignore(&["CONFIG"]))
-            .merge(Env::raw().only(&["DATABASE_URL", "NATS_URL"]));
-        let mut config: Config = figment.extract().map_err(Box::new)?;
+        figment = figment.merge(Env::raw().only(&["DATABASE_URL", "NATS_URL"]));
         if let Ok(list) = std::env::var("PUBKY_DHT_BOOTSTRAP") {
-            config.dht_bootstrap = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
+            figment = figment.merge(Serialized::default("dht_bootstrap", bootstrap_list(&list)));
         }
-        Ok(config)
+        figment = figment.merge(Env::prefixed("HOMESERVER_").ignore(&["CONFIG"]));
+        figment.extract().map_err(Box::new)
     }
 
     pub fn blob_config(&self) -> blobs::BlobStoreConfig {
@@ -201,6 +205,7 @@ impl Config {
             return None;
         };
         dht.request_timeout = timeout;
+        dht.bind = self.dht_bind;
         dht.relays = self.dht_relays.clone();
         Some(dht)
     }
@@ -246,5 +251,103 @@ impl Config {
         log.stream = self.nats_stream.clone();
         log.subject_prefix = self.nats_subject_prefix.clone();
         log
+    }
+}
+
+/// `PUBKY_DHT_BOOTSTRAP`'s comma-separated `host:port` list.
+fn bootstrap_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The conventional variables set next to their `HOMESERVER_` twin with another
+/// value, each as a sentence naming the one in force (see the module docs), for a
+/// warning at start.
+pub fn environment_conflicts() -> Vec<String> {
+    conflicts_in(|name| std::env::var(name).ok())
+}
+
+fn conflicts_in(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    [
+        ("DATABASE_URL", "HOMESERVER_DATABASE_URL"),
+        ("NATS_URL", "HOMESERVER_NATS_URL"),
+        ("PUBKY_DHT_BOOTSTRAP", "HOMESERVER_DHT_BOOTSTRAP"),
+    ]
+    .into_iter()
+    .filter_map(|(conventional, specific)| {
+        let (a, b) = (var(conventional)?, var(specific)?);
+        (a != b).then(|| {
+            format!(
+                "{conventional} and {specific} are both set and differ: {specific} is used \
+                 ({conventional} is ignored)"
+            )
+        })
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn the_specific_variable_wins_over_the_conventional_one() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "hs.toml",
+                "database_url = \"postgres://file/db\"\nnats_url = \"nats://file:1\"\n\
+                 dht_bootstrap = [\"10.0.0.1:1\"]\n",
+            )?;
+            let file = std::path::Path::new("hs.toml");
+            let loaded = Config::load(Some(file)).map_err(|e| *e)?;
+            assert_eq!(loaded.database_url, "postgres://file/db");
+            assert_eq!(loaded.dht_bootstrap, ["10.0.0.1:1"]);
+
+            jail.set_env("DATABASE_URL", "postgres://conventional/db");
+            jail.set_env("NATS_URL", "nats://conventional:1");
+            jail.set_env("PUBKY_DHT_BOOTSTRAP", "127.0.0.1:6881, 127.0.0.1:6882");
+            let loaded = Config::load(Some(file)).map_err(|e| *e)?;
+            assert_eq!(loaded.database_url, "postgres://conventional/db");
+            assert_eq!(loaded.nats_url, "nats://conventional:1");
+            assert_eq!(loaded.dht_bootstrap, ["127.0.0.1:6881", "127.0.0.1:6882"]);
+
+            jail.set_env("HOMESERVER_DATABASE_URL", "postgres://specific/db");
+            jail.set_env("HOMESERVER_DHT_BIND", "127.0.0.2");
+            let loaded = Config::load(Some(file)).map_err(|e| *e)?;
+            assert_eq!(loaded.database_url, "postgres://specific/db");
+            assert_eq!(loaded.nats_url, "nats://conventional:1");
+            assert_eq!(
+                loaded.dht_config().and_then(|d| d.bind),
+                Some(std::net::Ipv4Addr::new(127, 0, 0, 2))
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn differing_twins_are_reported_and_equal_ones_are_not() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let found = conflicts_in(vars(&[
+            ("DATABASE_URL", "postgres://a/x"),
+            ("HOMESERVER_DATABASE_URL", "postgres://b/x"),
+            ("NATS_URL", "nats://same:1"),
+            ("HOMESERVER_NATS_URL", "nats://same:1"),
+        ]));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("DATABASE_URL and HOMESERVER_DATABASE_URL"));
+        assert!(found[0].contains("HOMESERVER_DATABASE_URL is used"));
+        assert!(conflicts_in(vars(&[("DATABASE_URL", "postgres://a/x")])).is_empty());
     }
 }

@@ -13,6 +13,7 @@ pub mod admin_cli;
 pub mod app;
 pub mod config;
 pub mod operator;
+pub mod recovery;
 
 use anyhow::Context;
 use api::{AppState, ServerConfig};
@@ -101,10 +102,30 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
     )?;
     let rate_limits = api::rate_limit::RateLimits::new(&config.rate_limits, &log)
         .map_err(|e| anyhow::anyhow!("rate_limits: {e}"))?;
-    Ok(
-        AppState::new(store, log, blobs, store::Progress::new(), server)
-            .with_rate_limits(rate_limits),
+    let state = AppState::new(store, log, blobs, store::Progress::new(), server)
+        .with_rate_limits(rate_limits);
+    watch_log_pairing(
+        &state.log,
+        &state.store,
+        state.shutdown.clone().cancelled_owned(),
     )
+    .await;
+    Ok(state)
+}
+
+/// Checks that `log` is the log the projections in `store` were built from
+/// (`projector::pairing`), then keeps checking in a task that ends with `stop`. A
+/// mismatch does not stop the start: reads of the projections stay served, writes
+/// answer 503 with the message, and `/readyz` says why.
+pub async fn watch_log_pairing(
+    log: &log::EventLog,
+    store: &store::Store,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    if let Err(e) = projector::pairing::check(log, store).await {
+        tracing::warn!(error = %e, "the log's pairing with the projections is not checked yet");
+    }
+    tokio::spawn(projector::pairing::watch(log.clone(), store.clone(), stop))
 }
 
 /// `homeserver gc`: deletes the blobs older than `grace` that neither an entry nor a

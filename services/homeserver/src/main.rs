@@ -48,6 +48,27 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Re-create a lost log from the projections (one event per account, grant,
+    /// session and file, marked as a re-seed), then project it and check that no
+    /// Merkle root moved. Stop the server first, or restart it afterwards.
+    Reseed {
+        /// Discard what the stream holds even if it is not an unfinished re-seed.
+        #[arg(long)]
+        replace_stream: bool,
+    },
+    /// Back up the log (the stream's own snapshot), the blobs and the homeserver key
+    /// into a new directory, while the server runs (docs/backup.md).
+    Backup {
+        /// Where to write the backup; must be new or empty.
+        dir: PathBuf,
+    },
+    /// Bring back a wiped machine from a backup: the key, the blobs, and the log (which
+    /// must not exist yet). Start the server afterwards: on an empty database the
+    /// projector rebuilds the projections from the restored log.
+    Restore {
+        /// A directory written by `homeserver backup`.
+        dir: PathBuf,
+    },
     /// Recompute a user's Merkle trees from the entries and from the log and check
     /// they agree with the stored roots and nodes (exit status 1 if not).
     Verify {
@@ -86,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
         config.data_dir = dir;
     }
     init_logging(&config);
+    for conflict in homeserver::config::environment_conflicts() {
+        tracing::warn!("{conflict}");
+    }
     match cli.command {
         Command::All => run_all(config).await,
         Command::Gateway => run_gateway(config).await,
@@ -101,6 +125,53 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rebuild { keep } => rebuild(config, keep).await,
+        Command::Reseed { replace_stream } => {
+            let keypair = identity(&config)?;
+            let report =
+                homeserver::recovery::reseed(&config, &keypair, replace_stream, true).await?;
+            println!(
+                "re-seeded the log with events {}..={} ({} users, {} files) in {:.1}s; \
+                 {} Merkle trees unchanged; the previous log was {}",
+                report.first,
+                report.last,
+                report.users,
+                report.entries,
+                report.seconds,
+                report.trees_compared,
+                report.previous
+            );
+            Ok(())
+        }
+        Command::Backup { dir } => {
+            let started = std::time::Instant::now();
+            let manifest = homeserver::recovery::backup(&config, &dir, true).await?;
+            println!(
+                "backed up events 1..={} ({} bytes of log snapshot) and {} blobs ({} bytes) \
+                 of {} into {} in {:.1}s",
+                manifest.last_seq,
+                manifest.log.bytes,
+                manifest.blobs,
+                manifest.blob_bytes,
+                manifest.homeserver,
+                dir.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Restore { dir } => {
+            let started = std::time::Instant::now();
+            let report = homeserver::recovery::restore(&config, &dir, true).await?;
+            println!(
+                "restored the log up to event {}, {} blobs ({} already present) and the key \
+                 of {} in {:.1}s; start the server to rebuild the projections",
+                report.manifest.last_seq,
+                report.blobs_restored,
+                report.blobs_present,
+                report.manifest.homeserver,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::Verify { user } => verify(config, &user).await,
         Command::Gc { grace_secs } => gc(config, grace_secs).await,
         Command::MerkleGc { grace_secs, all } => merkle_gc(config, grace_secs, all).await,
@@ -342,6 +413,7 @@ async fn run_projector(config: Config) -> anyhow::Result<()> {
     .with_projection(log.clone(), store.clone());
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     serve_metrics(&config, health, on_stop(stop.subscribe())).await?;
+    homeserver::watch_log_pairing(&log, &store, on_stop(stop.subscribe())).await;
     let gc = config.merkle_gc(&metrics).map(|gc| {
         tokio::spawn(projector::run_merkle_gc(
             store.clone(),

@@ -8,15 +8,22 @@
 //!
 //! [`run_merkle_gc`] runs beside it and deletes the Merkle nodes no retained root needs.
 //!
+//! Before it reads, and before every batch, it makes sure the log is the one its
+//! projections were built from ([`pairing`]): applying another log's events on top of
+//! them would skip or garble acknowledged writes.
+//!
 //! [`rebuild`] replays the whole log into a fresh schema with the same code and checks
 //! that the result equals the live projections.
 
 mod gc;
+pub mod pairing;
 mod rebuild;
+mod reseed;
 mod verify;
 
 pub use gc::{MerkleGcConfig, run_merkle_gc};
 pub use rebuild::{RebuildReport, rebuild};
+pub use reseed::{ReseedReport, reseed};
 pub use verify::{TreeCheck, VerifyReport, verify};
 
 use domain::{Event, EventSeq};
@@ -61,10 +68,11 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            result = follow(&log, &store, &progress, &config) => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "projector interrupted");
-                }
+            result = follow(&log, &store, &progress, &config) => match result {
+                // Logged where it was found; waiting does not resolve it, an operator does.
+                Err(ProjectorError::Mismatch(_)) => backoff = pairing::RECHECK,
+                Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "projector interrupted"),
+                Ok(()) => {}
             }
         }
         tokio::select! {
@@ -81,6 +89,12 @@ pub enum ProjectorError {
     Log(#[from] log::LogError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The log is not the one the projections were built from (see [`pairing`]).
+    #[error("{0}")]
+    Mismatch(String),
+    /// An operator command that would do harm in this state; the text says why.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Applies events from the checkpoint on; returns only on an error.
@@ -90,6 +104,8 @@ async fn follow(
     progress: &Progress,
     config: &ProjectorConfig,
 ) -> Result<(), ProjectorError> {
+    pairing::check(log, store).await?;
+    pairing::require_paired(log)?;
     let checkpoint = store.checkpoint(&config.name).await?;
     store.backfill_merkle_trees().await?;
     progress.advance(checkpoint);
@@ -142,6 +158,7 @@ pub(crate) async fn apply_until(
                 Ok(None) | Err(_) => break,
             }
         }
+        pairing::require_paired(log)?;
         let count = batch.len() as u64;
         applied = store.apply_batch(&config.name, &batch).await?;
         config.projected.inc_by(count);
@@ -154,4 +171,21 @@ pub(crate) async fn apply_until(
             }
         }
     }
+}
+
+/// The progress bar of the long operator commands (`rebuild`, `reseed`): `doing`
+/// names the step, `unit` what is counted; hidden unless `show`.
+pub fn progress_bar(show: bool, doing: &str, unit: &str) -> indicatif::ProgressBar {
+    let bar = if show {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {doing} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }

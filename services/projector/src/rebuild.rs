@@ -6,9 +6,8 @@
 //! runs in one repeatable-read transaction that first checks the live watermark did not
 //! move. If writes keep moving it, the catch-up is repeated a bounded number of times.
 
-use crate::{ProjectorConfig, ProjectorError, apply_until};
+use crate::{ProjectorConfig, ProjectorError, apply_until, progress_bar};
 use domain::EventSeq;
-use indicatif::{ProgressBar, ProgressStyle};
 use log::EventLog;
 use store::{Progress, Store};
 
@@ -86,17 +85,7 @@ pub async fn rebuild(
         linger: std::time::Duration::from_millis(5),
         ..ProjectorConfig::default()
     };
-    let bar = if show_progress {
-        ProgressBar::new(0)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} replaying [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(show_progress, "replaying", "events");
     let progress = Progress::new();
     let mut replayed = 0u64;
     let mut outcome = None;

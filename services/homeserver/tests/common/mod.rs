@@ -42,6 +42,8 @@ pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
     };
     configure(&mut config);
     let keypair = Keypair::random();
+    // Where `homeserver` keeps it, for the commands that read it (backup).
+    write_secret(&config.data_dir, &keypair);
     let server = homeserver::start_all(&config, &keypair)
         .await
         .expect("homeserver starts");
@@ -53,6 +55,47 @@ pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
         http: reqwest::Client::new(),
         _data: data,
     }
+}
+
+/// A [`TestServer`] after shutdown: its database, log, key and data directory.
+pub struct StoppedServer {
+    pub env: testkit::TestEnv,
+    pub config: Config,
+    pub keypair: Keypair,
+    http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+impl StoppedServer {
+    /// A new homeserver on the same database, log, key and data directory.
+    pub async fn start(self) -> TestServer {
+        let StoppedServer {
+            env,
+            config,
+            keypair,
+            http,
+            _data,
+        } = self;
+        let server = homeserver::start_all(&config, &keypair)
+            .await
+            .expect("homeserver restarts");
+        TestServer {
+            server,
+            env,
+            config,
+            keypair,
+            http,
+            _data,
+        }
+    }
+}
+
+/// `<data_dir>/secret` as the homeserver writes it: 64 hex digits, mode 0600.
+fn write_secret(data_dir: &std::path::Path, keypair: &Keypair) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join("secret");
+    std::fs::write(&path, format!("{}\n", hex::encode(keypair.secret_key()))).expect("secret");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 pub struct TestUser {
@@ -70,6 +113,18 @@ impl TestServer {
     /// Graceful shutdown, then a new homeserver on the same database, log, key and data
     /// directory (on new ports): a restart.
     pub async fn restart(self) -> TestServer {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`TestServer::restart`] with the configuration changed by `configure` first.
+    pub async fn restart_with(self, configure: impl FnOnce(&mut Config)) -> TestServer {
+        let mut stopped = self.stop().await;
+        configure(&mut stopped.config);
+        stopped.start().await
+    }
+
+    /// Graceful shutdown; what is left can start the server again.
+    pub async fn stop(self) -> StoppedServer {
         let TestServer {
             server,
             env,
@@ -79,11 +134,7 @@ impl TestServer {
             _data,
         } = self;
         server.shutdown().await;
-        let server = homeserver::start_all(&config, &keypair)
-            .await
-            .expect("homeserver restarts");
-        TestServer {
-            server,
+        StoppedServer {
             env,
             config,
             keypair,
@@ -120,6 +171,38 @@ impl TestServer {
             .await
             .expect("DELETE");
         assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT, "DELETE {path}");
+    }
+
+    /// Signs up over `POST /signup` (legacy cookie auth), asserting the status the
+    /// server answered; returns the user and its cookie.
+    pub async fn cookie_signup(&self) -> (String, String) {
+        let (status, user) = self.try_cookie_signup().await;
+        assert_eq!(status, reqwest::StatusCode::OK, "signup");
+        user.expect("a session cookie named after the user")
+    }
+
+    /// `POST /signup` with a new key: the status, and on success the user and cookie.
+    pub async fn try_cookie_signup(&self) -> (reqwest::StatusCode, Option<(String, String)>) {
+        let user = pubky::Keypair::random();
+        let caps = pubky::Capabilities::from(vec![pubky::Capability::root()]);
+        let token = pubky::AuthToken::sign(&user, caps).serialize();
+        let response = self
+            .http
+            .post(self.url("/signup"))
+            .header("host", "localhost")
+            .body(token)
+            .send()
+            .await
+            .expect("signup");
+        let z32 = user.public_key().z32();
+        let cookie = response
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.split(';').next().filter(|pair| pair.starts_with(&z32)))
+            .map(String::from);
+        (response.status(), cookie.map(|cookie| (z32, cookie)))
     }
 
     pub fn storage(&self, user: &TestUser, path: &str) -> String {

@@ -4,7 +4,7 @@
 use crate::common;
 
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, SET_COOKIE};
+use reqwest::header::COOKIE;
 
 /// The value of the sample `name` whose labels are exactly `labels` plus `service`.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -40,32 +40,6 @@ pub async fn scrape(http: &reqwest::Client, addr: std::net::SocketAddr) -> Strin
     response.text().await.expect("metrics text")
 }
 
-/// Signs up over `POST /signup` (legacy cookie auth); returns the user and its cookie.
-async fn cookie_signup(server: &common::TestServer) -> (String, String) {
-    let user = pubky::Keypair::random();
-    let caps = pubky::Capabilities::from(vec![pubky::Capability::root()]);
-    let token = pubky::AuthToken::sign(&user, caps).serialize();
-    let response = server
-        .http
-        .post(server.url("/signup"))
-        .header("host", "localhost")
-        .body(token)
-        .send()
-        .await
-        .expect("signup");
-    assert_eq!(response.status(), StatusCode::OK);
-    let z32 = user.public_key().z32();
-    let cookie = response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.split(';').next().filter(|pair| pair.starts_with(&z32)))
-        .expect("a session cookie named after the user")
-        .to_string();
-    (z32, cookie)
-}
-
 #[tokio::test]
 async fn a_scripted_workload_shows_in_the_metrics_with_exact_values() {
     let server = common::start_with(|c| c.metrics_listen = Some(([127, 0, 0, 1], 0).into())).await;
@@ -74,7 +48,7 @@ async fn a_scripted_workload_shows_in_the_metrics_with_exact_values() {
 
     // Signup over HTTP (one account event), and a user made directly in the log (two
     // account events this process projects but did not append).
-    let (alice, cookie) = cookie_signup(&server).await;
+    let (alice, cookie) = server.cookie_signup().await;
     let bob = server.user().await;
 
     let a = format!("/storage/{alice}/pub/metrics/a.txt");
