@@ -159,6 +159,16 @@ pub enum Change {
     LimitsChanged {
         limits: UserLimits,
     },
+    /// The user deleted their account (`DELETE /account`): every file, version, session
+    /// and grant of the user ends with this one event, and the quota is freed. The
+    /// projections show each removed file as a `DEL` line of this event in the feeds.
+    /// The key may sign up again afterwards, as a new, empty account.
+    AccountDeleted {
+        /// The PoP nonce when a `{grant,pop}` proof authorized the deletion instead of a
+        /// session, recorded so the proof cannot be used again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pop_nonce: Option<String>,
+    },
 }
 
 /// Which family of subjects an event travels on: the log keeps one subject per user
@@ -207,6 +217,7 @@ impl Change {
             Change::UserDisabled => "user_disabled",
             Change::UserEnabled => "user_enabled",
             Change::LimitsChanged { .. } => "limits_changed",
+            Change::AccountDeleted { .. } => "account_deleted",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! one schema, so `homeserver rebuild` can replay the log into a fresh schema with the
 //! same code and compare the result with the live tables.
 
+pub mod account_deletion;
 pub mod admin;
 pub mod auth;
 pub mod entries;

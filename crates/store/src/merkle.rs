@@ -140,6 +140,12 @@ impl BatchTrees {
         }
     }
 
+    /// Drops everything this batch knows of `owner`'s trees: the account was deleted
+    /// (its rows go in the same transaction), so nothing of it may be flushed.
+    pub(crate) fn forget(&mut self, owner: &str) {
+        self.owners.remove(owner);
+    }
+
     /// Writes the new nodes and the roots of every changed tree.
     pub(crate) async fn flush(self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
         for (owner, trees) in &self.owners {

@@ -6,6 +6,7 @@
 //! which makes redelivery harmless. After the commit a `pg_notify` wakes the writers of
 //! other processes that wait for their event to be visible (read-your-writes).
 
+use crate::account_deletion;
 use crate::merkle::BatchTrees;
 use crate::{Result, Store, StoreError, micros_to_i64};
 use domain::event::{Change, Digest, StorageLimit, UserLimits};
@@ -109,11 +110,14 @@ async fn apply(
         } => {
             let (quota, paths, rate_read, rate_write) = limit_columns(limits);
             // A row that exists already is a user re-stated by a re-seeded log
-            // (`store::reseed`): its account sequence is now this event's.
+            // (`store::reseed`): its account sequence is now this event's. A key whose
+            // account was deleted starts again from the tombstone: its file subject
+            // keeps its sequence in the log (see `account_deletion`).
             sqlx::query(
-                "INSERT INTO users (pubkey, created_us, acct_seq, storage_quota_mb,
-                                    allowed_write_paths, rate_read, rate_write)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "WITH tomb AS (DELETE FROM deleted_users WHERE pubkey = $1 RETURNING file_seq)
+                 INSERT INTO users (pubkey, created_us, acct_seq, storage_quota_mb,
+                                    allowed_write_paths, rate_read, rate_write, file_seq)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE((SELECT file_seq FROM tomb), 0))
                  ON CONFLICT (pubkey) DO UPDATE SET acct_seq = excluded.acct_seq",
             )
             .bind(&user)
@@ -268,7 +272,9 @@ async fn apply(
                  feed AS (
                     INSERT INTO events (seq, owner, op, path, content_hash, created_us, private,
                                         merkle_root, content_length, content_type)
-                    VALUES ($7, $1, 'PUT', $2, $3, $6, $8, $10, $4, $5) ON CONFLICT DO NOTHING
+                    SELECT $7, $1, 'PUT', $2, $3, $6, $8, $10, $4, $5
+                    WHERE EXISTS (SELECT 1 FROM users WHERE pubkey = $1)
+                    ON CONFLICT DO NOTHING
                  )
                  UPDATE users SET
                     used_bytes = used_bytes + $4 - COALESCE((SELECT size FROM old), -$9),
@@ -294,6 +300,9 @@ async fn apply(
             {
                 trees.adopt(&user, path, root, seq);
             }
+            if done.rows_affected() == 0 {
+                account_deletion::file_event_of_deleted(tx, &user, seq).await?;
+            }
             return Ok(());
         }
         Change::FileDeleted { path } => {
@@ -305,7 +314,9 @@ async fn apply(
                 "WITH gone AS (DELETE FROM entries WHERE owner = $1 AND path = $2 RETURNING size),
                  feed AS (
                     INSERT INTO events (seq, owner, op, path, content_hash, created_us, private, merkle_root)
-                    VALUES ($3, $1, 'DEL', $2, NULL, $4, $5, $7) ON CONFLICT DO NOTHING
+                    SELECT $3, $1, 'DEL', $2, NULL, $4, $5, $7
+                    WHERE EXISTS (SELECT 1 FROM users WHERE pubkey = $1)
+                    ON CONFLICT DO NOTHING
                  )
                  UPDATE users SET
                     used_bytes = used_bytes - COALESCE((SELECT size + $6 FROM gone), 0),
@@ -326,6 +337,17 @@ async fn apply(
             {
                 trees.adopt(&user, path, root, seq);
             }
+            if done.rows_affected() == 0 {
+                account_deletion::file_event_of_deleted(tx, &user, seq).await?;
+            }
+            return Ok(());
+        }
+        Change::AccountDeleted { .. } => {
+            if let Some(trees) = trees {
+                trees.forget(&user);
+            }
+            account_deletion::apply(tx, &user, seq, ts).await?;
+            // The user row is gone; the tombstone holds the account sequence.
             return Ok(());
         }
         Change::UserDisabled | Change::UserEnabled => {

@@ -307,6 +307,10 @@ impl Store {
         sqlx::query("UPDATE users SET file_seq = 0, acct_seq = 0")
             .execute(&mut *tx)
             .await?;
+        // A deleted account is not re-stated: in the new log its subjects are empty.
+        sqlx::query("DELETE FROM deleted_users")
+            .execute(&mut *tx)
+            .await?;
         crate::log_identity::record_log_in(&mut tx, identity).await?;
         sqlx::query(
             "UPDATE log_identity SET reseeded_through = $1, reseeded_from = $2 WHERE only_row",

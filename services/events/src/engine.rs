@@ -43,6 +43,7 @@ impl Guard {
                 Revocation::Cookie { user, secret_hash },
                 SessionKind::Cookie { secret_hash: ours },
             ) => *user == self.user && secret_hash == ours,
+            (Revocation::Account { user }, _) => *user == self.user,
             _ => false,
         }
     }

@@ -20,9 +20,11 @@
 //! [`CAPACITY`] items; a subscriber that falls further behind gets `Lagged` and its
 //! stream is closed, and the client resumes from its cursor (served from Postgres).
 //!
-//! Account events that end a session (`GrantRevoked`, `CookieSessionEnded`) travel on a
-//! second, small channel, so a private stream can watch for its own revocation during
-//! the history phase without consuming (and losing) live file events.
+//! Account events that end a session (`GrantRevoked`, `CookieSessionEnded`,
+//! `AccountDeleted`) travel on a second, small channel, so a private stream can watch
+//! for its own revocation during the history phase without consuming (and losing) live
+//! file events. An `AccountDeleted` also changes files, but its log event does not list
+//! them: the fan-out relays its `DEL` lines from the projection once it is projected.
 
 use domain::EventSeq;
 use domain::event::{Change, SubjectFamily};
@@ -103,8 +105,18 @@ impl From<store::feed::FeedEvent> for FileEvent {
 /// A session that ended: streams authorized by it must close.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
-    Grant { user: String, grant_id: String },
-    Cookie { user: String, secret_hash: [u8; 32] },
+    Grant {
+        user: String,
+        grant_id: String,
+    },
+    Cookie {
+        user: String,
+        secret_hash: [u8; 32],
+    },
+    /// The account was deleted: every session of the user ended.
+    Account {
+        user: String,
+    },
 }
 
 struct Inner {
@@ -249,6 +261,12 @@ async fn upstream(
                     } else {
                         None
                     };
+                    if let Change::AccountDeleted { .. } = logged.event.change {
+                        // The log's event lists no files: its lines are in Postgres.
+                        for line in event_lines(&roots.store, logged.seq).await {
+                            let _ = files.send(Arc::new(FileEvent::from(line)));
+                        }
+                    }
                     publish(&files, &revocations, logged.seq, &logged.event, root);
                     next = EventSeq(logged.seq.0 + 1);
                     set_published(logged.seq);
@@ -320,6 +338,22 @@ impl RootCache {
     }
 }
 
+/// The feed lines of the projected event `seq`. Never gives up, as [`wait_projected`]:
+/// relaying the event without them would be a gap in every live stream.
+async fn event_lines(store: &Store, seq: EventSeq) -> Vec<store::feed::FeedEvent> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match store.event_lines(seq).await {
+            Ok(lines) => return lines,
+            Err(e) => {
+                tracing::warn!(error = %e, seq = seq.0, "fan-out cannot read an event's lines")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Waits until the projections include `seq`. Never gives up: publishing earlier would
 /// break the no-gap rule, and a stalled projector stalls the feeds anyway.
 async fn wait_projected(progress: &Progress, seq: EventSeq) {
@@ -380,6 +414,9 @@ fn publish(
                 user,
                 secret_hash: secret_hash.0,
             }));
+        }
+        Change::AccountDeleted { .. } => {
+            let _ = revocations.send(Arc::new(Revocation::Account { user }));
         }
         _ => {}
     }

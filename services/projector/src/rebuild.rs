@@ -24,6 +24,7 @@ const TABLES: &[&str] = &[
     "grant_sessions",
     "cookie_sessions",
     "used_nonces",
+    "deleted_users",
 ];
 
 /// The columns of `events` every projection run writes the same way.

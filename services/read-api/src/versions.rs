@@ -98,6 +98,10 @@ async fn versions(
                 "Versions are kept for files; this path is a directory",
             ));
         }
+        // A deleted account's history ends with its deletion: nothing of it is served.
+        if state.store.user(&target.owner).await?.is_none() {
+            return Err(ApiError::not_found());
+        }
         let Some(seq) = params.seq else {
             return list(&state, &target, &params).await;
         };

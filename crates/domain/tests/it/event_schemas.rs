@@ -24,7 +24,7 @@ const SUFFIX: &str = ".schema.json";
 /// How many variants `Change` has. [`variant_index`] has no wildcard arm, so adding a
 /// variant does not compile until it is listed there, and then the coverage test fails
 /// until this number, a sample and a schema file are added too.
-const VARIANTS: usize = 11;
+const VARIANTS: usize = 12;
 
 fn variant_index(change: &Change) -> usize {
     match change {
@@ -39,6 +39,7 @@ fn variant_index(change: &Change) -> usize {
         Change::UserDisabled => 8,
         Change::UserEnabled => 9,
         Change::LimitsChanged { .. } => 10,
+        Change::AccountDeleted { .. } => 11,
     }
 }
 
@@ -250,6 +251,13 @@ fn samples() -> Vec<Event> {
             user,
             Change::LimitsChanged {
                 limits: UserLimits::default(),
+            },
+        ),
+        (user, Change::AccountDeleted { pop_nonce: None }),
+        (
+            user,
+            Change::AccountDeleted {
+                pop_nonce: Some("Xq3vFZ7n2kQpR8sT1uVwYg".into()),
             },
         ),
     ];
@@ -795,9 +803,12 @@ fn tampered_samples_are_rejected() {
             "session_id empty" | "session_id longer than 36 characters" => {
                 kinds(&["grant_session_created"])
             }
-            "pop_nonce not base64url" | "pop_nonce is null" => {
-                kinds(&["user_signed_up", "grant_session_created", "grant_revoked"])
-            }
+            "pop_nonce not base64url" | "pop_nonce is null" => kinds(&[
+                "user_signed_up",
+                "grant_session_created",
+                "grant_revoked",
+                "account_deleted",
+            ]),
             "an extra property in cookie_session"
             | "cookie_session without its auth_token_id"
             | "a cookie_session secret_hash in upper-case hex"

@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod account;
 mod admin;
 mod cli;
 mod drive;

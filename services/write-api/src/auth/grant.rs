@@ -76,17 +76,22 @@ fn auth_error(e: GrantAuthError) -> ApiError {
     ApiError::new(status, e.to_string())
 }
 
-fn verify_grant(compact: &str, now: u64) -> Result<Grant, ApiError> {
+pub(crate) fn verify_grant(compact: &str, now: u64) -> Result<Grant, ApiError> {
     jws::verify_grant(compact, now, is_capability).map_err(auth_error)
 }
 
-fn verify_pop(state: &AppState, pop: &str, grant: &Grant, now: u64) -> Result<String, ApiError> {
+pub(crate) fn verify_pop(
+    state: &AppState,
+    pop: &str,
+    grant: &Grant,
+    now: u64,
+) -> Result<String, ApiError> {
     jws::verify_pop(pop, grant, &state.config.public_key, now)
         .map(|pop| pop.nonce)
         .map_err(auth_error)
 }
 
-async fn refuse_used_nonce(state: &AppState, nonce: &str) -> Result<(), ApiError> {
+pub(crate) async fn refuse_used_nonce(state: &AppState, nonce: &str) -> Result<(), ApiError> {
     if state.store.nonce_used(nonce).await? {
         return Err(nonce_already_used());
     }

@@ -17,6 +17,7 @@
 //! as a predicate, and never put a secret in an event: only SHA-256 digests of bearer
 //! tokens, cookie secrets and signup tokens.
 
+pub(crate) mod account;
 pub(crate) mod cookie;
 pub(crate) mod grant;
 pub(crate) mod signup;
@@ -52,6 +53,7 @@ pub fn router() -> Router<AppState> {
                 .delete(cookie::signout),
         )
         .route("/signup_tokens/{token}", get(signup::token_status))
+        .route("/account", delete(account::delete_account))
 }
 
 /// Runs `attempt` until it does not lose a race with another writer of the same user

@@ -129,13 +129,17 @@ pub(crate) async fn create_user(
     Ok(seq)
 }
 
-/// Appends a signup expecting an empty subject: losing that race means the user exists.
+/// Appends a signup expecting an empty subject (or one that ends with the deletion of the
+/// key's previous account): losing that race means the user exists.
 async fn append_signup(
     state: &AppState,
     user: &PublicKey,
     change: Change,
 ) -> Result<EventSeq, ApiError> {
-    match append(state, user, change, Expected::LastSeq(EventSeq(0))).await? {
+    // A key whose account was deleted signs up after its `account_deleted` event.
+    let after = state.store.deleted_account_seq(user).await?;
+    let expected = Expected::LastSeq(after.unwrap_or(EventSeq(0)));
+    match append(state, user, change, expected).await? {
         Some(committed) => Ok(committed.seq),
         None => Err(conflict_user_exists()),
     }
