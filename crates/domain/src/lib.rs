@@ -7,6 +7,7 @@
 
 pub use pkarr::{Keypair, PublicKey};
 
+pub mod archive;
 pub mod auth_token;
 pub mod authorization;
 pub mod capability;

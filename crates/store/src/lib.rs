@@ -9,6 +9,7 @@ pub mod account_deletion;
 pub mod admin;
 pub mod auth;
 pub mod entries;
+pub mod export;
 pub mod feed;
 pub mod log_identity;
 pub mod merkle;

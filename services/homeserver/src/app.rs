@@ -26,6 +26,7 @@ pub fn router(state: AppState, fanout: events::Fanout, config: &Config) -> Route
         .route("/storage/{*rest}", storage)
         .merge(read_api::merkle::router())
         .merge(read_api::versions::router())
+        .merge(read_api::export::router())
         .merge(write_api::auth_router())
         .merge(events::router(fanout))
         .merge(optional_pages(config))

@@ -11,7 +11,10 @@
 
 pub mod admin_cli;
 pub mod app;
+pub mod archive_cli;
+pub mod archive_file;
 pub mod config;
+pub mod import;
 pub mod operator;
 pub mod recovery;
 

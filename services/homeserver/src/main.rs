@@ -97,6 +97,30 @@ enum Command {
     AdminApi,
     /// Operator actions, through the admin API of a running server.
     Admin(homeserver::admin_cli::AdminArgs),
+    /// Write a user's account archive (docs/export.md) from this server's data, signed
+    /// with the homeserver key.
+    Export {
+        /// The user's public key (z-base-32).
+        user: String,
+        /// Which trees: `pub`, `priv` or `all`.
+        #[arg(long, value_enum, default_value = "all")]
+        tree: homeserver::archive_cli::Trees,
+        /// The archive file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Check an account archive offline against the signed roots it carries (exit
+    /// status 1, naming the first bad path, if it does not match).
+    VerifyArchive {
+        /// The archive file.
+        archive: PathBuf,
+    },
+    /// Load a user's account archive into this homeserver: verified first (nothing of
+    /// a bad archive is written), then applied file by file; run it again to resume.
+    Import {
+        /// The archive file.
+        archive: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -180,6 +204,19 @@ async fn main() -> anyhow::Result<()> {
             homeserver::operator::run_admin_api(&config, &keypair).await
         }
         Command::Admin(args) => homeserver::admin_cli::run(args).await,
+        Command::Export { user, tree, out } => {
+            let keypair = identity(&config)?;
+            homeserver::archive_cli::export(&config, &keypair, &user, tree, &out).await
+        }
+        Command::VerifyArchive { archive } => homeserver::archive_cli::verify_archive(&archive),
+        Command::Import { archive } => {
+            let report = homeserver::import::import(&config, &archive).await?;
+            println!(
+                "imported {}: {} files written ({} bytes), {} already there, {} deleted; roots equal the archive's",
+                report.user, report.written, report.bytes, report.skipped, report.deleted
+            );
+            Ok(())
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! to the log. Authorization runs before any lookup, so for `/priv/` the answer to an
 //! unauthorized request is the same whether the path exists or not.
 
+pub mod export;
 mod file;
 mod listing;
 pub mod merkle;
@@ -37,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/storage/{*rest}", get(get_storage))
         .merge(merkle::router())
         .merge(versions::router())
+        .merge(export::router())
         .fallback(get_legacy)
 }
 
