@@ -16,6 +16,7 @@ pub mod archive_file;
 pub mod config;
 pub mod import;
 pub mod operator;
+pub mod pull;
 pub mod recovery;
 
 use anyhow::Context;

@@ -121,6 +121,19 @@ enum Command {
         /// The archive file.
         archive: PathBuf,
     },
+    /// For users: download your own account archive (public and private) from a
+    /// homeserver with your secret key, then verify it offline.
+    Pull {
+        /// The homeserver's base URL, e.g. http://127.0.0.1:6286.
+        #[arg(long)]
+        url: String,
+        /// A file holding your secret key as 64 hex digits.
+        #[arg(long)]
+        secret_key: PathBuf,
+        /// The archive file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -209,6 +222,11 @@ async fn main() -> anyhow::Result<()> {
             homeserver::archive_cli::export(&config, &keypair, &user, tree, &out).await
         }
         Command::VerifyArchive { archive } => homeserver::archive_cli::verify_archive(&archive),
+        Command::Pull {
+            url,
+            secret_key,
+            out,
+        } => homeserver::pull::pull(&url, &secret_key, &out).await,
         Command::Import { archive } => {
             let report = homeserver::import::import(&config, &archive).await?;
             println!(

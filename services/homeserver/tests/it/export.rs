@@ -247,3 +247,38 @@ fn find(haystack: &[u8], needle: &[u8]) -> usize {
         .position(|w| w == needle)
         .unwrap_or_else(|| panic!("{} not found", String::from_utf8_lossy(needle)))
 }
+
+/// `homeserver pull`: the user, with only their secret key, downloads both trees page
+/// by page into one archive that verifies offline.
+#[tokio::test]
+async fn a_user_pulls_their_own_archive_with_their_key() {
+    let s = common::start().await;
+    let alice = s.user().await;
+    for i in 0..7 {
+        s.put_ok(&alice, &format!("/pub/p/{i}"), &format!("public {i}"))
+            .await;
+    }
+    for i in 0..3 {
+        s.put_ok(&alice, &format!("/priv/q/{i}"), &format!("private {i}"))
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, hex::encode(alice.keypair.secret_key())).unwrap();
+    let out = dir.path().join("mine.archive");
+    // Pages of 2 entries: the archive is assembled from several.
+    homeserver::pull::pull_in_pages(&s.url(""), &secret, &out, 2)
+        .await
+        .unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let trees = verify(&bytes[..], |_, _| {}).unwrap();
+    assert_eq!(
+        trees
+            .iter()
+            .map(|t| (t.record.tree.as_str(), t.entries))
+            .collect::<Vec<_>>(),
+        [("pub", 7), ("priv", 3)]
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("private 2") && text.contains("public 6"));
+}
