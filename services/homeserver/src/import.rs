@@ -23,6 +23,7 @@ use blobs::BlobStore;
 use domain::archive::EntryRecord;
 use domain::event::{Change, Digest, SubjectFamily, UserLimits};
 use domain::{Event, EventSeq, PublicKey};
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use log::{AppendError, EventLog, Expected};
 use std::collections::BTreeMap;
@@ -43,6 +44,30 @@ pub struct ImportReport {
     /// Files of the user the archive does not have, deleted.
     pub deleted: u64,
     pub bytes: u64,
+}
+
+/// Contents stored ahead of the append that refers to them.
+const STORE_AHEAD: usize = 8;
+
+/// Streams one entry's content from the archive into the blob store and checks its
+/// hash again (the file may have changed since it was verified).
+async fn store_content<'a>(
+    blobs: &BlobStore,
+    archive: &Path,
+    planned: &'a Planned,
+) -> anyhow::Result<&'a Planned> {
+    let path = planned.record.path.as_str();
+    let mut file = tokio::fs::File::open(archive).await?;
+    file.seek(std::io::SeekFrom::Start(planned.offset)).await?;
+    let stream = tokio_util::io::ReaderStream::new(file.take(planned.record.size));
+    let stored = blobs
+        .put_stream(stream, None, path)
+        .await
+        .with_context(|| format!("storing the content of {path}"))?;
+    if stored.hash.0 != planned.hash || stored.size != planned.record.size {
+        bail!("archive refused at {path}: the file changed since it was verified");
+    }
+    Ok(planned)
 }
 
 /// One entry to apply: where its content is in the archive file.
@@ -78,7 +103,6 @@ pub async fn import(config: &Config, archive: &Path) -> anyhow::Result<ImportRep
 
     // 2. Apply.
     let mut last = ensure_user(&store, &log, &user).await?;
-    let mut file = tokio::fs::File::open(archive).await?;
     let bar = ProgressBar::new(trees.bytes);
     bar.set_style(
         ProgressStyle::with_template(
@@ -88,25 +112,20 @@ pub async fn import(config: &Config, archive: &Path) -> anyhow::Result<ImportRep
     );
     for (private, entries, _) in &trees.trees {
         let present = current_entries(&store, &user, *private).await?;
-        for planned in entries {
-            let path = planned.record.path.as_str();
-            if present.get(path) == Some(&planned.hash) {
-                report.skipped += 1;
-                bar.inc(planned.record.size);
-                continue;
-            }
-            file.seek(std::io::SeekFrom::Start(planned.offset)).await?;
-            let content = (&mut file).take(planned.record.size);
-            let stream = tokio_util::io::ReaderStream::new(content);
-            let stored = blobs
-                .put_stream(stream, None, path)
-                .await
-                .with_context(|| format!("storing the content of {path}"))?;
-            if stored.hash.0 != planned.hash || stored.size != planned.record.size {
-                bail!("archive refused at {path}: the file changed since it was verified");
-            }
+        let (same, missing): (Vec<&Planned>, Vec<&Planned>) = entries
+            .iter()
+            .partition(|p| present.get(p.record.path.as_str()) == Some(&p.hash));
+        report.skipped += same.len() as u64;
+        bar.inc(same.iter().map(|p| p.record.size).sum());
+        // Contents are stored a few at a time (each is a durable write of its own),
+        // events appended one by one in path order as their contents are stored.
+        let mut stored = futures::stream::iter(missing)
+            .map(|planned| store_content(&blobs, archive, planned))
+            .buffered(STORE_AHEAD);
+        while let Some(planned) = stored.next().await {
+            let planned = planned?;
             let change = Change::FilePut {
-                path: path.to_owned(),
+                path: planned.record.path.clone(),
                 content_hash: Digest(planned.hash),
                 size: planned.record.size,
                 content_type: planned.record.content_type.clone(),

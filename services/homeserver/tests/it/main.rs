@@ -13,6 +13,7 @@ mod account;
 mod admin;
 mod cli;
 mod drive;
+mod exit_bench;
 mod export;
 mod foundation;
 mod import;

@@ -1,0 +1,299 @@
+//! The exit benchmark (ignored by default; run it with
+//! `cargo test -p homeserver --test it -- --ignored --nocapture exit_bench`, entries
+//! from `EXIT_BENCH_ENTRIES`, default 100,000): two homeservers as separate processes
+//! (`homeserver all`, each with its own database, stream, blobs and port), a user with
+//! that many files (a tenth private, five of 10 MiB) loaded into A by `homeserver
+//! import`, exported from A by `homeserver export` and page by page over
+//! `GET /export/`, imported into B by `homeserver import`; the roots must be equal.
+//! Prints time, MB/s, the slowest page and the peak RSS of every process.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn homeserver(env: &testkit::TestEnv, data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_homeserver"));
+    command
+        .env("HOMESERVER_TLS_LISTEN", "127.0.0.1:0")
+        .env("HOMESERVER_HTTP_LISTEN", "127.0.0.1:0")
+        .env("DATABASE_URL", &env.database_url)
+        .env("NATS_URL", &env.nats_url)
+        .env("HOMESERVER_NATS_STREAM", &env.log.stream)
+        .env("HOMESERVER_NATS_SUBJECT_PREFIX", &env.log.subject_prefix)
+        .env("HOMESERVER_DATA_DIR", data)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    command
+}
+
+/// `homeserver all`, and its plain HTTP URL.
+async fn spawn_all(env: &testkit::TestEnv, data: &Path) -> (Child, String) {
+    let mut child = homeserver(env, data)
+        .arg("all")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("homeserver all starts")
+            .unwrap()
+            .expect("homeserver all prints its listeners");
+        if let Some(url) = line.trim().strip_prefix("plain HTTP: ") {
+            // Keep reading: a closed pipe would fail the server's later prints.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, url.to_owned());
+        }
+    }
+}
+
+/// `(VmRSS, VmHWM)` of a process in MiB.
+fn rss(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Runs a CLI to completion; its time, peak RSS (MiB) and stdout.
+async fn measured(mut command: Command) -> (Duration, f64, String) {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let sampler = tokio::spawn(async move {
+        let mut peak: f64 = 0.0;
+        loop {
+            let (now, hwm) = rss(pid);
+            if now == 0.0 && hwm == 0.0 {
+                return peak;
+            }
+            peak = peak.max(hwm).max(now);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let output = child.wait_with_output().await.unwrap();
+    let elapsed = started.elapsed();
+    let peak = sampler.await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        elapsed,
+        peak,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// An archive of `n` files of `user` (every tenth private, the first five public ones
+/// 10 MiB), signed by a key of its own; returns its content bytes.
+fn write_archive(user: &str, n: usize, path: &Path) -> u64 {
+    use domain::archive::{self, EndRecord, EntryRecord, TreeRecord};
+    use domain::merkle::{self, MemStore, Node};
+    use std::io::Write;
+    let signer = domain::Keypair::random();
+    let content = |i: usize| -> Vec<u8> {
+        if i < 5 {
+            (0..10 * 1024 * 1024)
+                .map(|b| ((b * 7 + i) % 251) as u8)
+                .collect()
+        } else {
+            format!("{{\"post\":{i},\"text\":\"an entry of the exit benchmark\"}}").into_bytes()
+        }
+    };
+    let path_of = |i: usize| {
+        if i % 10 == 9 {
+            format!("/priv/bench/{i:07}.json")
+        } else {
+            format!("/pub/bench/{i:07}.json")
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(out, "{}", archive::MAGIC).unwrap();
+    let mut total = 0;
+    for private in [false, true] {
+        let mut items: Vec<(String, usize)> = (0..n)
+            .map(|i| (path_of(i), i))
+            .filter(|(p, _)| p.starts_with("/priv/") == private)
+            .collect();
+        items.sort();
+        let values: Vec<(String, [u8; 32])> = items
+            .iter()
+            .map(|(p, i)| (p.clone(), *blake3::hash(&content(*i)).as_bytes()))
+            .collect();
+        let mut nodes = MemStore::default();
+        let root = merkle::build(&values, &mut nodes);
+        let statement = merkle::root_statement(user, private, root, 1, 1);
+        let record = TreeRecord {
+            kind: "tree".into(),
+            user: user.into(),
+            tree: if private { "priv" } else { "pub" }.into(),
+            root: merkle::root_hex(root),
+            seq: 1,
+            signature: Some(hex::encode(signer.sign(statement.as_bytes()).to_bytes())),
+            statement,
+            signer: signer.public_key().to_z32(),
+            nodes: nodes.nodes.len() as u64,
+            cursor: None,
+        };
+        out.write_all(&archive::record_line(&record)).unwrap();
+        for node in nodes.nodes.values() {
+            out.write_all(&archive::node_frame(&Node::encode(node)))
+                .unwrap();
+        }
+        for ((path, i), (_, hash)) in items.iter().zip(&values) {
+            let bytes = content(*i);
+            total += bytes.len() as u64;
+            let record = EntryRecord::new(path, hash, bytes.len() as u64, "application/json");
+            out.write_all(&archive::record_line(&record)).unwrap();
+            out.write_all(&bytes).unwrap();
+            out.write_all(b"\n").unwrap();
+        }
+        out.write_all(&archive::record_line(&EndRecord::new(
+            items.len() as u64,
+            None,
+        )))
+        .unwrap();
+    }
+    out.flush().unwrap();
+    total
+}
+
+fn mb_per_s(bytes: u64, time: Duration) -> f64 {
+    bytes as f64 / 1e6 / time.as_secs_f64()
+}
+
+#[tokio::test]
+#[ignore = "a benchmark: minutes, run explicitly"]
+async fn exit_bench() {
+    let entries: usize = std::env::var("EXIT_BENCH_ENTRIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let (env_a, env_b) = (testkit::TestEnv::new().await, testkit::TestEnv::new().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let (mut a, url_a) = spawn_all(&env_a, &data_a).await;
+    let (mut b, url_b) = spawn_all(&env_b, &data_b).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (pid_a, pid_b) = (a.id().unwrap(), b.id().unwrap());
+    let (idle_a, idle_b) = (rss(pid_a).0, rss(pid_b).0);
+
+    let user = domain::Keypair::random().public_key().to_z32();
+    let seed = dir.path().join("seed.archive");
+    let bytes = write_archive(&user, entries, &seed);
+    println!("{entries} entries, {:.1} MB of content", bytes as f64 / 1e6);
+
+    // Load A (the same command as the import into B; its first figure).
+    let mut load = homeserver(&env_a, &data_a);
+    load.arg("import").arg(&seed);
+    let (load_time, load_rss, _) = measured(load).await;
+
+    // The operator's export from A.
+    let exported = dir.path().join("a.archive");
+    let mut export = homeserver(&env_a, &data_a);
+    export.arg("export").arg(&user).arg("--out").arg(&exported);
+    let (export_time, export_rss, _) = measured(export).await;
+
+    // The public tree over HTTP, page by page (1,000 entries or 64 MiB each).
+    let http = reqwest::Client::new();
+    let (mut cursor, mut root) = (None::<String>, String::new());
+    let (mut pages, mut slowest, mut http_bytes) = (0, Duration::ZERO, 0u64);
+    let started = Instant::now();
+    loop {
+        let mut url = format!("{url_a}/export/{user}?tree=pub");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}&root={root}"));
+        }
+        let t = Instant::now();
+        let response = http.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let next = response
+            .headers()
+            .get("pubky-export-next")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = response.bytes().await.unwrap();
+        slowest = slowest.max(t.elapsed());
+        http_bytes += body.len() as u64;
+        pages += 1;
+        if root.is_empty() {
+            let line = body.split(|b| *b == b'\n').nth(1).unwrap();
+            let record: serde_json::Value = serde_json::from_slice(line).unwrap();
+            root = record["root"].as_str().unwrap().to_owned();
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let http_time = started.elapsed();
+
+    // Import into B.
+    let mut import = homeserver(&env_b, &data_b);
+    import.arg("import").arg(&exported);
+    let (import_time, import_rss, report) = measured(import).await;
+    println!("{}", report.trim());
+
+    // `homeserver import` checked both roots against the archive's; the public one
+    // is also compared over HTTP, A against B.
+    let root_of = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(&url).send().await.unwrap();
+            let body: serde_json::Value = r.json().await.unwrap();
+            body["root"].as_str().map(str::to_owned)
+        }
+    };
+    assert_eq!(
+        root_of(format!("{url_a}/merkle/{user}/root")).await,
+        root_of(format!("{url_b}/merkle/{user}/root")).await,
+        "public roots equal"
+    );
+
+    let (_, hwm_a) = rss(pid_a);
+    let (_, hwm_b) = rss(pid_b);
+    println!("| step | time | MB/s | peak RSS |");
+    println!("|---|---|---|---|");
+    println!(
+        "| load A (`homeserver import`, {entries} entries) | {:.1} s | {:.1} | {load_rss:.0} MiB |",
+        load_time.as_secs_f64(),
+        mb_per_s(bytes, load_time)
+    );
+    println!(
+        "| `homeserver export` from A | {:.1} s | {:.1} | {export_rss:.0} MiB |",
+        export_time.as_secs_f64(),
+        mb_per_s(bytes, export_time)
+    );
+    println!(
+        "| `GET /export/` public tree, {pages} pages | {:.1} s (slowest page {:.2} s) | {:.1} | - |",
+        http_time.as_secs_f64(),
+        slowest.as_secs_f64(),
+        mb_per_s(http_bytes, http_time)
+    );
+    println!(
+        "| `homeserver import` into B | {:.1} s | {:.1} | {import_rss:.0} MiB |",
+        import_time.as_secs_f64(),
+        mb_per_s(bytes, import_time)
+    );
+    println!(
+        "| server A / B (`homeserver all`) | idle {idle_a:.0} / {idle_b:.0} MiB | | peak {hwm_a:.0} / {hwm_b:.0} MiB (+{:.0} / +{:.0}) |",
+        hwm_a - idle_a,
+        hwm_b - idle_b
+    );
+    assert!(slowest < Duration::from_secs(60), "no request over 60 s");
+    let _ = (a.start_kill(), b.start_kill());
+}
