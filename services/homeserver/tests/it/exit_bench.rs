@@ -264,6 +264,23 @@ async fn exit_bench() {
         "public roots equal"
     );
 
+    // Files read back from B as from A, byte for byte: the five large ones and a
+    // sample of the rest.
+    for i in (0..5)
+        .chain((5..entries).step_by(997))
+        .filter(|i| i % 10 != 9)
+    {
+        let path = format!("/pub/bench/{i:07}.json");
+        let get = |url: &str| http.get(format!("{url}/storage/{user}{path}")).send();
+        let (from_a, from_b) = (get(&url_a).await.unwrap(), get(&url_b).await.unwrap());
+        assert_eq!(from_b.status(), reqwest::StatusCode::OK, "{path}");
+        assert_eq!(
+            from_a.bytes().await.unwrap(),
+            from_b.bytes().await.unwrap(),
+            "{path}"
+        );
+    }
+
     let (_, hwm_a) = rss(pid_a);
     let (_, hwm_b) = rss(pid_b);
     println!("| step | time | MB/s | peak RSS |");
