@@ -11,6 +11,7 @@ pub mod cors;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod pending;
 pub mod rate_limit;
 pub mod session;
 pub mod state;

@@ -88,6 +88,9 @@ pub struct AppState {
     /// with a frame that gives their resume cursor, so draining does not wait for them.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub(crate) user_locks: Arc<crate::writer::UserLocks>,
+    /// This process's appended but not yet projected file writes (see
+    /// [`crate::pending`]).
+    pub pending: Arc<crate::pending::PendingWrites>,
 }
 
 impl AppState {
@@ -112,6 +115,7 @@ impl AppState {
             health,
             shutdown: tokio_util::sync::CancellationToken::new(),
             user_locks: Arc::default(),
+            pending: Arc::default(),
         };
         state.health = crate::health::Health::of_state(&state);
         state

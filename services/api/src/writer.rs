@@ -3,21 +3,45 @@
 //! Writes of one user are validated against the user's projected state and appended
 //! with that state's sequence as the expected last subject sequence, so a write that
 //! raced another one is refused by the log instead of silently applied on stale state
-//! (see `log`). Within one process, writes of the same user also queue on a striped
-//! lock, so they do not needlessly conflict with each other.
+//! (see `log`). Within one process, writes of the same user also queue on the user's
+//! own lock, so they do not needlessly conflict with each other. File writes hold it
+//! only for their checks and the append (`crate::pending`); the others until their
+//! event is visible.
 
 use crate::{ApiError, AppState};
 use domain::{Event, EventSeq, PublicKey};
 use log::{AppendError, Expected};
-use tokio::sync::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
-const STRIPES: usize = 256;
+/// One lock per user with writes in flight in this process. A lock lives as long as
+/// someone holds or waits for it; the map keeps only weak references, swept as it grows.
+#[derive(Default)]
+pub struct UserLocks(std::sync::Mutex<LockMap>);
 
-pub struct UserLocks(Vec<Mutex<()>>);
+/// The users' locks, and how many were inserted since the last sweep.
+type LockMap = (HashMap<PublicKey, Weak<Mutex<()>>>, usize);
 
-impl Default for UserLocks {
-    fn default() -> Self {
-        UserLocks((0..STRIPES).map(|_| Mutex::new(())).collect())
+impl UserLocks {
+    fn of(&self, user: &PublicKey) -> Arc<Mutex<()>> {
+        let Ok(mut guard) = self.0.lock() else {
+            // A poisoned map (a panic while sweeping): serialize nothing rather than
+            // everything; the log's sequence check still orders the writes.
+            return Arc::default();
+        };
+        let (locks, inserted) = &mut *guard;
+        if let Some(lock) = locks.get(user).and_then(Weak::upgrade) {
+            return lock;
+        }
+        let lock = Arc::new(Mutex::new(()));
+        locks.insert(user.clone(), Arc::downgrade(&lock));
+        *inserted += 1;
+        if *inserted >= 1024 {
+            locks.retain(|_, weak| weak.strong_count() > 0);
+            *inserted = 0;
+        }
+        lock
     }
 }
 
@@ -45,10 +69,8 @@ impl From<ApiError> for CommitError {
 
 impl AppState {
     /// Serializes this process's writes of `user`.
-    pub async fn lock_user(&self, user: &PublicKey) -> MutexGuard<'_, ()> {
-        let digest = blake3::hash(user.as_bytes());
-        let stripe = usize::from(digest.as_bytes()[0]) % STRIPES;
-        self.user_locks.0[stripe].lock().await
+    pub async fn lock_user(&self, user: &PublicKey) -> OwnedMutexGuard<()> {
+        self.user_locks.of(user).lock_owned().await
     }
 
     /// Appends `event` expecting the subject's last sequence to be `expected`, then
@@ -58,6 +80,26 @@ impl AppState {
         event: &Event,
         expected: Expected,
     ) -> Result<Committed, CommitError> {
+        let seq = self.append(event, expected).await?;
+        let visible = self.wait_visible(seq).await;
+        Ok(Committed { seq, visible })
+    }
+
+    /// Waits (bounded by `projection_wait`) until the projection shows event `seq`.
+    pub async fn wait_visible(&self, seq: EventSeq) -> bool {
+        let visible = self
+            .progress
+            .wait_for(seq, self.config.projection_wait)
+            .await;
+        if !visible {
+            tracing::warn!(seq = seq.0, "event appended but not yet projected");
+        }
+        visible
+    }
+
+    /// Appends `event` expecting the subject's last sequence to be `expected`; the
+    /// first half of [`AppState::commit`].
+    pub async fn append(&self, event: &Event, expected: Expected) -> Result<EventSeq, CommitError> {
         self.require_log()?;
         let projected_before = self.progress.applied();
         let seq = match self.log.append(event, expected).await {
@@ -93,14 +135,7 @@ impl AppState {
             Err(AppendError::Log(e)) => return Err(CommitError::Api(e.into())),
         };
         tracing::Span::current().record("event_seq", seq.0);
-        let visible = self
-            .progress
-            .wait_for(seq, self.config.projection_wait)
-            .await;
-        if !visible {
-            tracing::warn!(seq = seq.0, "event appended but not yet projected");
-        }
-        Ok(Committed { seq, visible })
+        Ok(seq)
     }
 }
 

@@ -8,6 +8,7 @@
 //! `If-Match` hold across instances. The answer comes once the projection shows the
 //! write, so a following GET sees it.
 
+use api::pending::{Overlay, PendingPath};
 use api::tenant::{self, Addressing, StorageTarget};
 use api::writer::{CommitError, MAX_ATTEMPTS, too_much_contention};
 use api::{ApiError, AppState, MaybeSession, Session, now_micros};
@@ -244,11 +245,20 @@ async fn put(
     };
     state.metrics.blob_written(stored.size);
 
-    let _queue = state.lock_user(&target.owner).await;
+    let queue = state.lock_user(&target.owner).await;
     let request_id = uuid::Uuid::now_v7().to_string();
     for _ in 0..MAX_ATTEMPTS {
-        let user = existing_user(state, &target.owner).await?;
+        let mut user = existing_user(state, &target.owner).await?;
         check_allowed_path(&user, &target.path)?;
+        let overlay = state.pending.overlay(&target.owner, user.file_seq);
+        if overlay.touches_tree_of(path) {
+            // A write of this process above or below this path is not projected yet:
+            // the collision check needs it visible.
+            if let Some(seq) = overlay.last_seq {
+                state.wait_visible(seq).await;
+            }
+            continue;
+        }
         let ancestors: Vec<String> = target
             .path
             .parent_dirs()
@@ -265,11 +275,11 @@ async fn put(
                 "File/folder path collision",
             ));
         }
-        let previous = state.store.entry(&target.owner, path).await?;
-        check_preconditions(headers, previous.as_ref().map(|e| &e.content_hash))?;
-        if quota_room(state, &user, previous.as_ref().map(|e| e.size))
-            .is_some_and(|room| stored.size > room)
-        {
+        let previous = current_version(state, &target.owner, path, &overlay).await?;
+        check_preconditions(headers, previous.as_ref().map(|(hash, _)| hash))?;
+        user.used_bytes += overlay.used_delta;
+        let previous_size = previous.map(|(_, size)| size);
+        if quota_room(state, &user, previous_size).is_some_and(|room| stored.size > room) {
             return Err(quota_exceeded());
         }
         let event = Event::new(
@@ -283,9 +293,22 @@ async fn put(
                 content_type: stored.content_type.clone(),
             },
         );
-        match state.commit(&event, Expected::LastSeq(user.file_seq)).await {
-            Ok(committed) => {
-                let status = if committed.visible {
+        let expected = Expected::LastSeq(overlay.expected(user.file_seq));
+        match state.append(&event, expected).await {
+            Ok(seq) => {
+                let grown = stored.size as i64
+                    - previous_size.map_or(-ENTRY_OVERHEAD_BYTES, |size| size as i64);
+                let written = PendingPath::Put {
+                    hash: stored.hash.0,
+                    size: stored.size,
+                };
+                state
+                    .pending
+                    .record(&target.owner, seq, path, written, grown);
+                // The next write of this user may go ahead: it sees this one in the
+                // overlay. Only this request waits for visibility.
+                drop(queue);
+                let status = if visible(state, &target.owner, seq).await {
                     StatusCode::CREATED
                 } else {
                     StatusCode::ACCEPTED
@@ -303,6 +326,34 @@ async fn put(
     Err(too_much_contention())
 }
 
+/// The content hash and size of `path` as the next write must see it: this process's
+/// unprojected write of it if there is one, else the projected entry.
+async fn current_version(
+    state: &AppState,
+    owner: &PublicKey,
+    path: &str,
+    overlay: &Overlay,
+) -> Result<Option<([u8; 32], u64)>, ApiError> {
+    Ok(match overlay.path(path) {
+        Some(PendingPath::Put { hash, size }) => Some((hash, size)),
+        Some(PendingPath::Deleted) => None,
+        None => state
+            .store
+            .entry(owner, path)
+            .await?
+            .map(|entry| (entry.content_hash, entry.size)),
+    })
+}
+
+/// Waits for event `seq` of `owner` to be projected; once it is, the overlay forgets it.
+async fn visible(state: &AppState, owner: &PublicKey, seq: domain::EventSeq) -> bool {
+    let visible = state.wait_visible(seq).await;
+    if visible {
+        state.pending.projected(owner, seq);
+    }
+    visible
+}
+
 async fn delete(
     state: &AppState,
     target: &StorageTarget,
@@ -311,18 +362,17 @@ async fn delete(
     write_paths: WritePaths,
 ) -> Result<Response, ApiError> {
     let path = target.path.as_str();
-    let _queue = state.lock_user(&target.owner).await;
+    let queue = state.lock_user(&target.owner).await;
     for _ in 0..MAX_ATTEMPTS {
         let user = existing_user(state, &target.owner).await?;
-        let entry = state
-            .store
-            .entry(&target.owner, path)
+        let overlay = state.pending.overlay(&target.owner, user.file_seq);
+        let (hash, size) = current_version(state, &target.owner, path, &overlay)
             .await?
             .ok_or_else(ApiError::not_found)?;
         if write_paths == WritePaths::Enforce {
             check_allowed_path(&user, &target.path)?;
         }
-        check_preconditions(headers, Some(&entry.content_hash))?;
+        check_preconditions(headers, Some(&hash))?;
         let event = Event::new(
             target.owner.clone(),
             now_micros(),
@@ -331,9 +381,21 @@ async fn delete(
                 path: path.to_string(),
             },
         );
-        match state.commit(&event, Expected::LastSeq(user.file_seq)).await {
-            Ok(committed) if committed.visible => return Ok(StatusCode::NO_CONTENT.into_response()),
-            Ok(_) => return Ok(StatusCode::ACCEPTED.into_response()),
+        let expected = Expected::LastSeq(overlay.expected(user.file_seq));
+        match state.append(&event, expected).await {
+            Ok(seq) => {
+                let freed = -(size as i64 + ENTRY_OVERHEAD_BYTES);
+                state
+                    .pending
+                    .record(&target.owner, seq, path, PendingPath::Deleted, freed);
+                drop(queue);
+                return Ok(if visible(state, &target.owner, seq).await {
+                    StatusCode::NO_CONTENT
+                } else {
+                    StatusCode::ACCEPTED
+                }
+                .into_response());
+            }
             Err(CommitError::Conflict) => continue,
             Err(CommitError::Api(e)) => return Err(e),
         }

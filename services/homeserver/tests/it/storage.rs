@@ -519,6 +519,49 @@ async fn concurrent_writers_of_one_user_all_land() {
     s.server.shutdown().await;
 }
 
+/// Writes of one user validated while earlier ones are appended but not yet projected
+/// still add up against the quota: exactly as many fit as the quota holds.
+#[tokio::test]
+async fn concurrent_writes_cannot_overrun_the_quota() {
+    let s = start().await;
+    let limits = UserLimits {
+        storage: Some(StorageLimit::Megabytes(1)),
+        ..Default::default()
+    };
+    let u = s.user_with(&["/:rw"], limits).await;
+    let size = 200 * 1024;
+    let paths: Vec<String> = (0..10).map(|i| format!("/pub/q/{i}")).collect();
+    let writes = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| put(&s, &u, path, vec![i as u8; size]));
+    let statuses: Vec<StatusCode> = futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(|r| r.status())
+        .collect();
+    let fits = (1024 * 1024) / (size + 256);
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::INSUFFICIENT_STORAGE)
+        .count();
+    assert_eq!((created, refused), (fits, 10 - fits), "{statuses:?}");
+    let user = s
+        .server
+        .state
+        .store
+        .user(&u.keypair.public_key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.used_bytes, (fits * (size + 256)) as i64);
+    s.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn cors_echoes_the_origin_and_answers_preflights() {
     let s = start().await;
