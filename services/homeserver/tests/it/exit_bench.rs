@@ -314,3 +314,58 @@ async fn exit_bench() {
     assert!(slowest < Duration::from_secs(60), "no request over 60 s");
     let _ = (a.start_kill(), b.start_kill());
 }
+
+/// `kill -9` of B (a `homeserver all` process) in the middle of an import, and of the
+/// importer with it; B started again and the same import command run again: it resumes
+/// (skips what B already has) and ends with B's roots equal to the archive's.
+#[tokio::test]
+async fn an_import_survives_kill_9_of_the_target_homeserver() {
+    let env = testkit::TestEnv::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("b");
+    let (mut b, _) = spawn_all(&env, &data).await;
+    let user = domain::Keypair::random().public_key().to_z32();
+    let archive = dir.path().join("user.archive");
+    const FILES: usize = 3000;
+    write_archive(&user, FILES, &archive);
+    let store = store::Store::connect(&env.database_url, 2).await.unwrap();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM entries WHERE owner = $1")
+            .bind(&user)
+            .fetch_one(store.pool())
+            .await
+            .unwrap_or(0)
+    };
+
+    let mut importer = homeserver(&env, &data)
+        .arg("import")
+        .arg(&archive)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count().await < 300 {
+        assert!(Instant::now() < deadline, "the import makes progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b.start_kill().unwrap(); // SIGKILL
+    b.wait().await.unwrap();
+    importer.start_kill().unwrap();
+    importer.wait().await.unwrap();
+    let before = count().await;
+    assert!(before < FILES as i64, "killed mid-way: {before} of {FILES}");
+
+    let (_b, _) = spawn_all(&env, &data).await;
+    let mut again = homeserver(&env, &data);
+    again.arg("import").arg(&archive);
+    let (_, _, report) = measured(again).await;
+    let skipped: i64 = report
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" already there"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(skipped >= before, "resumed, not started over: {report}");
+    assert!(report.contains("roots equal the archive's"), "{report}");
+    assert_eq!(count().await, FILES as i64);
+}
