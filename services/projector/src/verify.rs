@@ -62,10 +62,13 @@ pub async fn verify(
         return Ok(None);
     };
 
+    // A key whose account was deleted and signed up again: the log still holds the
+    // old account's file events, which the deletion ended. Replay after it.
+    let deleted_at = last_account_deletion(log, store, user).await?;
     // Replay the user's file events up to what the snapshot has projected.
     let mut replayed: BTreeMap<String, Hash> = BTreeMap::new();
     let mut events = 0;
-    if snapshot.file_seq > 0 {
+    if snapshot.file_seq > deleted_at {
         let filter = concurrency_subject(&log.config().subject_prefix, SubjectFamily::Files, user);
         let mut stream = Box::pin(log.read(EventSeq(1), Some(filter)).await?);
         loop {
@@ -74,6 +77,9 @@ pub async fn verify(
             let logged = logged?;
             if logged.seq.0 > snapshot.file_seq {
                 break;
+            }
+            if logged.seq.0 <= deleted_at {
+                continue;
             }
             events += 1;
             match logged.event.change {
@@ -138,4 +144,34 @@ async fn check_tree(
         from_log: merkle::build(log_entries, &mut MemStore::default()),
         nodes_complete: merkle::entries(&nodes, stored).is_ok_and(|walked| walked == entries),
     })
+}
+
+/// The sequence of the user's last `account_deleted` (0 if none), read from the user's
+/// account subject up to its projected end.
+async fn last_account_deletion(
+    log: &EventLog,
+    store: &Store,
+    user: &PublicKey,
+) -> Result<u64, ProjectorError> {
+    let Some(row) = store.user(user).await? else {
+        return Ok(0);
+    };
+    let filter = concurrency_subject(&log.config().subject_prefix, SubjectFamily::Account, user);
+    let mut stream = Box::pin(log.read(EventSeq(1), Some(filter)).await?);
+    let mut last = 0;
+    loop {
+        let next = tokio::time::timeout(READ_TIMEOUT, stream.next()).await;
+        let Ok(Some(logged)) = next else { break };
+        let logged = logged?;
+        if logged.seq > row.acct_seq {
+            break;
+        }
+        if matches!(logged.event.change, Change::AccountDeleted { .. }) {
+            last = logged.seq.0;
+        }
+        if logged.seq == row.acct_seq {
+            break;
+        }
+    }
+    Ok(last)
 }
