@@ -169,6 +169,29 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pop_nonce: Option<String>,
     },
+    /// A storage lock (`LOCK`, `webdav-locks`) was taken on a file path that had no live
+    /// lock; it replaces any expired one. File event: it is ordered with the user's
+    /// writes, which is what makes a write and a lock taken through different
+    /// instances exclude each other.
+    LockAcquired {
+        path: String,
+        /// SHA-256 of the lock token (`opaquelocktoken:<uuid>`); never the token.
+        token_hash: Digest,
+        /// When the lock ends, in microseconds since the Unix epoch.
+        expires_us: u64,
+    },
+    /// The live lock of `path` with this token was given a new end (`LOCK` with an
+    /// `If` header naming it).
+    LockRefreshed {
+        path: String,
+        token_hash: Digest,
+        expires_us: u64,
+    },
+    /// The lock of `path` with this token ended (`UNLOCK`), expired or not.
+    LockReleased {
+        path: String,
+        token_hash: Digest,
+    },
 }
 
 /// Which family of subjects an event travels on: the log keeps one subject per user
@@ -197,7 +220,11 @@ impl SubjectFamily {
 impl Change {
     pub fn family(&self) -> SubjectFamily {
         match self {
-            Change::FilePut { .. } | Change::FileDeleted { .. } => SubjectFamily::Files,
+            Change::FilePut { .. }
+            | Change::FileDeleted { .. }
+            | Change::LockAcquired { .. }
+            | Change::LockRefreshed { .. }
+            | Change::LockReleased { .. } => SubjectFamily::Files,
             Change::SignupTokenMinted { .. } => SubjectFamily::Operator,
             _ => SubjectFamily::Account,
         }
@@ -218,6 +245,9 @@ impl Change {
             Change::UserEnabled => "user_enabled",
             Change::LimitsChanged { .. } => "limits_changed",
             Change::AccountDeleted { .. } => "account_deleted",
+            Change::LockAcquired { .. } => "lock_acquired",
+            Change::LockRefreshed { .. } => "lock_refreshed",
+            Change::LockReleased { .. } => "lock_released",
         }
     }
 }
@@ -342,12 +372,15 @@ impl Visibility {
 }
 
 impl Change {
-    /// The visibility of a file event; `None` for events that are not about a file.
+    /// The visibility of a file event (locks included: a lock on a private path is
+    /// private too); `None` for events that are not about a file.
     pub fn visibility(&self) -> Option<Visibility> {
         match self {
-            Change::FilePut { path, .. } | Change::FileDeleted { path } => {
-                Some(Visibility::of_path(path))
-            }
+            Change::FilePut { path, .. }
+            | Change::FileDeleted { path }
+            | Change::LockAcquired { path, .. }
+            | Change::LockRefreshed { path, .. }
+            | Change::LockReleased { path, .. } => Some(Visibility::of_path(path)),
             _ => None,
         }
     }

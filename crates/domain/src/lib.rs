@@ -13,6 +13,7 @@ pub mod authorization;
 pub mod capability;
 pub mod event;
 pub mod jws;
+pub mod lock;
 pub mod log_identity;
 pub mod merkle;
 pub mod path;

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod entries;
 pub mod export;
 pub mod feed;
+pub mod locks;
 pub mod log_identity;
 pub mod merkle;
 pub mod merkle_diff;

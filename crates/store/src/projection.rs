@@ -350,6 +350,72 @@ async fn apply(
             // The user row is gone; the tombstone holds the account sequence.
             return Ok(());
         }
+        Change::LockAcquired {
+            path,
+            token_hash,
+            expires_us,
+        } => {
+            // The writer took it only where no lock was live at its version, so it
+            // replaces whatever row is there; the user's other expired rows go now
+            // (judged by the event's time, so a replay removes the same rows).
+            sqlx::query(
+                "WITH swept AS (
+                    DELETE FROM entry_locks WHERE owner = $1 AND path <> $2 AND expires_us <= $5
+                 ),
+                 upsert AS (
+                    INSERT INTO entry_locks (owner, path, token_hash, expires_us, seq)
+                    SELECT $1, $2, $3, $4, $6 WHERE EXISTS (SELECT 1 FROM users WHERE pubkey = $1)
+                    ON CONFLICT (owner, path) DO UPDATE SET token_hash = excluded.token_hash,
+                        expires_us = excluded.expires_us, seq = excluded.seq
+                 )
+                 UPDATE users SET file_seq = $6 WHERE pubkey = $1",
+            )
+            .bind(&user)
+            .bind(path)
+            .bind(&token_hash.0[..])
+            .bind(micros_to_i64(*expires_us))
+            .bind(ts)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        Change::LockRefreshed {
+            path,
+            token_hash,
+            expires_us,
+        } => {
+            sqlx::query(
+                "WITH refreshed AS (
+                    UPDATE entry_locks SET expires_us = $4, seq = $5
+                    WHERE owner = $1 AND path = $2 AND token_hash = $3
+                 )
+                 UPDATE users SET file_seq = $5 WHERE pubkey = $1",
+            )
+            .bind(&user)
+            .bind(path)
+            .bind(&token_hash.0[..])
+            .bind(micros_to_i64(*expires_us))
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        Change::LockReleased { path, token_hash } => {
+            sqlx::query(
+                "WITH released AS (
+                    DELETE FROM entry_locks WHERE owner = $1 AND path = $2 AND token_hash = $3
+                 )
+                 UPDATE users SET file_seq = $4 WHERE pubkey = $1",
+            )
+            .bind(&user)
+            .bind(path)
+            .bind(&token_hash.0[..])
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
         Change::UserDisabled | Change::UserEnabled => {
             sqlx::query("UPDATE users SET disabled = $2 WHERE pubkey = $1")
                 .bind(&user)

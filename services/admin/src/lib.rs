@@ -1,7 +1,7 @@
 //! The admin API: the operator's HTTP interface, on its own listener (spec §8).
 //!
 //! It owns the operator's actions — server info, signup tokens, disabling and enabling
-//! users, per-user limit overrides, deleting an entry, and a stream of every user's
+//! users, per-user limit overrides, deleting an entry, demo users (when enabled), and a stream of every user's
 //! events including private paths — and nothing else: each action is one event appended
 //! with the same `commit()` step as the public services (the answer comes once the
 //! projection shows it), and the rules the actions change (quotas, disabled users,
@@ -17,6 +17,7 @@
 //! has no actor field, and its schemas forbid extra fields).
 
 mod auth;
+mod demo_users;
 mod entries;
 mod info;
 mod limits;
@@ -51,6 +52,11 @@ pub struct AdminConfig {
     pub pkarr_pubky_address: Option<String>,
     /// The ICANN domain the PKARR record announces, if any.
     pub pkarr_icann_domain: Option<String>,
+    /// Serve `POST /generate_demo_user` (`admin_demo_users`, off by default).
+    pub demo_users: bool,
+    /// `http://<icann_domain>:<port>` of the client listener, for a demo user's
+    /// `drive_url`; `None` when the domain is unset or the port is 0.
+    pub demo_base_url: Option<String>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -59,6 +65,8 @@ impl std::fmt::Debug for AdminConfig {
             .field("password", &"<redacted>")
             .field("pkarr_pubky_address", &self.pkarr_pubky_address)
             .field("pkarr_icann_domain", &self.pkarr_icann_domain)
+            .field("demo_users", &self.demo_users)
+            .field("demo_base_url", &self.demo_base_url)
             .finish()
     }
 }
@@ -77,6 +85,8 @@ impl AdminConfig {
             password: password.to_owned(),
             pkarr_pubky_address: None,
             pkarr_icann_domain: None,
+            demo_users: false,
+            demo_base_url: None,
         })
     }
 }
@@ -84,6 +94,11 @@ impl AdminConfig {
 /// The admin router, ready to serve on its own listener.
 pub fn router(state: AppState, fanout: events::Fanout, config: AdminConfig) -> Router {
     let expected = auth::Expected::new(&config.password);
+    // Disabled, the demo-user route does not exist (404), as in the reference.
+    let demo = match config.demo_users {
+        true => Router::new().route("/generate_demo_user", post(demo_users::generate)),
+        false => Router::new(),
+    };
     let protected = Router::new()
         .route("/info", get(info::get))
         .route(
@@ -99,6 +114,7 @@ pub fn router(state: AppState, fanout: events::Fanout, config: AdminConfig) -> R
             get(users::get_quota).patch(users::patch_quota),
         )
         .merge(events::operator_router(fanout))
+        .merge(demo)
         .layer(Extension(Arc::new(config)))
         .route_layer(axum::middleware::from_fn_with_state(
             expected,

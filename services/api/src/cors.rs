@@ -1,5 +1,5 @@
 //! CORS as the reference answers it (spec §1): any origin echoed back with
-//! credentials, preflights mirrored, and `Retry-After` readable by browsers. It is the
+//! credentials, preflights mirrored, and `Retry-After` (and the lock headers `Lock-Token`, `Timeout`) readable by browsers. It is the
 //! outermost layer, so even early 400s carry the headers.
 
 use axum::http::HeaderName;
@@ -14,5 +14,7 @@ pub fn layer() -> CorsLayer {
         .expose_headers([
             HeaderName::from_static("retry-after"),
             HeaderName::from_static("etag"),
+            HeaderName::from_static("lock-token"),
+            HeaderName::from_static("timeout"),
         ])
 }

@@ -115,7 +115,10 @@ fn upstream_of<'a>(upstreams: &'a Upstreams, method: &Method, path: &str) -> &'a
         // Merkle reads, including the diff's POST of wanted node hashes; version
         // history (whatever the method: the read-api answers 405, not the write-api).
         &upstreams.read_api
-    } else if auth || matches!(*method, Method::PUT | Method::DELETE | Method::POST) {
+    } else if auth
+        || matches!(*method, Method::PUT | Method::DELETE | Method::POST)
+        || matches!(method.as_str(), "LOCK" | "UNLOCK")
+    {
         &upstreams.write_api
     } else {
         &upstreams.read_api
@@ -202,6 +205,10 @@ mod tests {
         };
         assert_eq!(upstream_of(&u, &Method::PUT, "/storage/k/pub/a"), "w");
         assert_eq!(upstream_of(&u, &Method::DELETE, "/pub/a"), "w");
+        let lock = Method::from_bytes(b"LOCK").unwrap();
+        let unlock = Method::from_bytes(b"UNLOCK").unwrap();
+        assert_eq!(upstream_of(&u, &lock, "/storage/k/pub/a"), "w");
+        assert_eq!(upstream_of(&u, &unlock, "/storage/k/pub/a"), "w");
         assert_eq!(upstream_of(&u, &Method::GET, "/storage/k/pub/a"), "r");
         assert_eq!(upstream_of(&u, &Method::HEAD, "/pub/a"), "r");
         assert_eq!(upstream_of(&u, &Method::GET, "/info"), "r");

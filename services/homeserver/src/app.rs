@@ -6,18 +6,19 @@ use crate::config::Config;
 use api::AppState;
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
+use axum::response::Response;
 use axum::routing::{MethodRouter, any, get};
 
-/// Methods served on storage paths, for the `Allow` header of a 405.
-const STORAGE_METHODS: &str = "GET, HEAD, PUT, DELETE";
+/// Methods served on legacy owner-relative paths, for the `Allow` header of a 405
+/// (`/storage/…` also has `LOCK`/`UNLOCK`: `write_api::STORAGE_METHODS`).
+const LEGACY_METHODS: &str = "GET, HEAD, PUT, DELETE";
 
 pub fn router(state: AppState, fanout: events::Fanout, config: &Config) -> Router {
     let storage: MethodRouter<AppState> = get(read_api::get_storage)
         .put(write_api::put_storage)
         .delete(write_api::delete_storage)
-        .fallback(method_not_allowed);
+        .fallback(write_api::storage_other_methods);
     let routes = Router::new()
         .route("/", get(read_api::root))
         .route("/info", get(read_api::info))
@@ -67,11 +68,7 @@ async fn missing_owner() -> api::ApiError {
 }
 
 async fn method_not_allowed() -> Response {
-    let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(STORAGE_METHODS));
-    response
+    write_api::method_not_allowed(LEGACY_METHODS)
 }
 
 /// Legacy owner-relative storage (`/<path>`), dispatched by method.

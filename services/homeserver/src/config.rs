@@ -122,6 +122,9 @@ pub struct Config {
     /// Serve the `/drive` web file explorer (the reference's `[drive] web_explorer`),
     /// off by default.
     pub drive_web_explorer: bool,
+    /// Serve `POST /generate_demo_user` on the admin listener (the reference's
+    /// `[admin] demo_users`), off by default.
+    pub admin_demo_users: bool,
 }
 
 impl Default for Config {
@@ -170,6 +173,7 @@ impl Default for Config {
             max_sessions_per_grant: SlotLimits::DEFAULT_MAX_SESSIONS_PER_GRANT,
             session_issuance_per_minute: SlotLimits::DEFAULT_SESSION_ISSUANCE_PER_MINUTE,
             drive_web_explorer: false,
+            admin_demo_users: false,
         }
     }
 }

@@ -39,6 +39,13 @@ pub async fn spawn_admin_api(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<SocketAddr> {
     announce(&mut settings, config, http_addr, tls_addr);
+    settings.demo_users = config.admin_demo_users;
+    let http_port = config.public_http_port.unwrap_or(http_addr.port());
+    settings.demo_base_url = config
+        .icann_domain
+        .as_ref()
+        .filter(|_| http_port != 0)
+        .map(|domain| format!("http://{domain}:{http_port}"));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (admin_listen)"))?;

@@ -25,6 +25,7 @@ const TABLES: &[&str] = &[
     "cookie_sessions",
     "used_nonces",
     "deleted_users",
+    "entry_locks",
 ];
 
 /// The columns of `events` every projection run writes the same way.

@@ -27,6 +27,7 @@ pub const FEATURES: &[&str] = &[
     "path-addressed-storage",
     "grant-proof-logout",
     "grant-session-slots",
+    "webdav-locks",
 ];
 
 /// The read-api on its own (split deployment): health, `/info`, path-addressed and

@@ -2,9 +2,11 @@
 //! successful request here appends exactly one event to the log.
 
 mod auth;
+mod lock;
 mod storage;
 
 pub use auth::mint_signup_token;
+pub use lock::{STORAGE_METHODS, method_not_allowed, storage_other_methods};
 pub use storage::{delete_legacy, delete_storage, operator_delete, put_legacy, put_storage};
 
 use api::AppState;
@@ -17,8 +19,13 @@ pub fn auth_router() -> Router<AppState> {
     auth::router()
 }
 
-/// The write-api on its own (split deployment): authentication and path-addressed
-/// writes.
+/// The write-api on its own (split deployment): authentication, path-addressed
+/// writes and storage locks (`LOCK`/`UNLOCK`, see `lock`).
 pub fn router() -> Router<AppState> {
-    auth_router().route("/storage/{*rest}", put(put_storage).delete(delete_storage))
+    auth_router().route(
+        "/storage/{*rest}",
+        put(put_storage)
+            .delete(delete_storage)
+            .fallback(storage_other_methods),
+    )
 }

@@ -4,9 +4,9 @@
 //! whatever its size); then, under the user's write lock, the user's projected state
 //! is re-read, every rule checked against it, and one event appended with that state's
 //! sequence as the expected last sequence. A concurrent write elsewhere makes the
-//! append fail and the checks run again on the new state: quotas, collisions and
-//! `If-Match` hold across instances. The answer comes once the projection shows the
-//! write, so a following GET sees it.
+//! append fail and the checks run again on the new state: quotas, collisions,
+//! `If-Match` and storage locks (`If` header, see `lock`) hold across instances. The
+//! answer comes once the projection shows the write, so a following GET sees it.
 
 use api::pending::{Overlay, PendingPath};
 use api::tenant::{self, Addressing, StorageTarget};
@@ -201,6 +201,8 @@ async fn put(
         return Err(ApiError::forbidden("User is disabled"));
     }
     let path = target.path.as_str();
+    // Locks are decided before a byte of the body is read, and again below.
+    crate::lock::check_write(state, target, headers).await?;
     let previous = state.store.entry(&target.owner, path).await?;
     check_preconditions(headers, previous.as_ref().map(|e| &e.content_hash))?;
 
@@ -259,6 +261,7 @@ async fn put(
             }
             continue;
         }
+        crate::lock::check_write(state, target, headers).await?;
         let ancestors: Vec<String> = target
             .path
             .parent_dirs()
@@ -365,6 +368,10 @@ async fn delete(
     let queue = state.lock_user(&target.owner).await;
     for _ in 0..MAX_ATTEMPTS {
         let user = existing_user(state, &target.owner).await?;
+        // The operator's delete is not held up by a user's lock.
+        if write_paths == WritePaths::Enforce {
+            crate::lock::check_write(state, target, headers).await?;
+        }
         let overlay = state.pending.overlay(&target.owner, user.file_seq);
         let (hash, size) = current_version(state, &target.owner, path, &overlay)
             .await?

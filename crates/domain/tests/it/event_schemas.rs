@@ -24,7 +24,7 @@ const SUFFIX: &str = ".schema.json";
 /// How many variants `Change` has. [`variant_index`] has no wildcard arm, so adding a
 /// variant does not compile until it is listed there, and then the coverage test fails
 /// until this number, a sample and a schema file are added too.
-const VARIANTS: usize = 12;
+const VARIANTS: usize = 15;
 
 fn variant_index(change: &Change) -> usize {
     match change {
@@ -40,6 +40,9 @@ fn variant_index(change: &Change) -> usize {
         Change::UserEnabled => 9,
         Change::LimitsChanged { .. } => 10,
         Change::AccountDeleted { .. } => 11,
+        Change::LockAcquired { .. } => 12,
+        Change::LockRefreshed { .. } => 13,
+        Change::LockReleased { .. } => 14,
     }
 }
 
@@ -258,6 +261,29 @@ fn samples() -> Vec<Event> {
             user,
             Change::AccountDeleted {
                 pop_nonce: Some("Xq3vFZ7n2kQpR8sT1uVwYg".into()),
+            },
+        ),
+        (
+            user,
+            Change::LockAcquired {
+                path: "/pub/example.app/doc.txt".into(),
+                token_hash: sha256("opaquelocktoken:0f8b3c2e-7d4a-4b1e-9c6a-2f5d8e1a3b7c"),
+                expires_us: 1_700_000_030_123_456,
+            },
+        ),
+        (
+            user,
+            Change::LockRefreshed {
+                path: "/priv/example.app/ünïcödé.txt".into(),
+                token_hash: sha256("opaquelocktoken:0f8b3c2e-7d4a-4b1e-9c6a-2f5d8e1a3b7c"),
+                expires_us: 1_700_000_600_123_456,
+            },
+        ),
+        (
+            user,
+            Change::LockReleased {
+                path: "/pub/example.app/doc.txt".into(),
+                token_hash: sha256("opaquelocktoken:0f8b3c2e-7d4a-4b1e-9c6a-2f5d8e1a3b7c"),
             },
         ),
     ];
@@ -788,11 +814,20 @@ fn tampered_samples_are_rejected() {
                 "cookie_session_ended",
                 "signup_token_minted",
                 "file_put",
+                "lock_acquired",
+                "lock_refreshed",
+                "lock_released",
             ]),
             "path without the leading slash"
             | "path outside /pub/ and /priv/"
             | "directory-shaped path"
-            | "path with an empty segment" => kinds(&["file_put", "file_deleted"]),
+            | "path with an empty segment" => kinds(&[
+                "file_put",
+                "file_deleted",
+                "lock_acquired",
+                "lock_refreshed",
+                "lock_released",
+            ]),
             "client_key not z32" | "a grant capability without actions" => {
                 kinds(&["grant_session_created"])
             }

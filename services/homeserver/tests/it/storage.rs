@@ -244,7 +244,7 @@ async fn info_advertises_the_implemented_features() {
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_eq!(
         r.text().await.unwrap(),
-        r#"{"features":["path-addressed-storage","grant-proof-logout","grant-session-slots"]}"#
+        r#"{"features":["path-addressed-storage","grant-proof-logout","grant-session-slots","webdav-locks"]}"#
     );
     s.server.shutdown().await;
 }

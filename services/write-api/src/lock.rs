@@ -1,0 +1,312 @@
+//! `LOCK` and `UNLOCK` on `/storage/<user>/<path>` (feature `webdav-locks`), and the
+//! lock check of `PUT`/`DELETE`.
+//!
+//! Why locks are events: a lock must hold against writes that arrive through any
+//! write-api instance and survive restarts, which is exactly what the log and its
+//! projection already give file writes. A lock event travels on the user's file
+//! subject and is appended with the same expected-sequence check as a `PUT`, so a lock
+//! and a write racing each other through two instances are ordered by the log: the
+//! loser's append fails, it re-reads the state (now with the other's change) and
+//! decides again. No lock is held in memory anywhere, and nothing needs a clock shared
+//! beyond the lock's end time, which each event carries.
+//!
+//! The wire rules (texts, statuses, timeouts, token syntax) are in `domain::lock`.
+
+use api::tenant::{self, Addressing, StorageTarget};
+use api::writer::{CommitError, MAX_ATTEMPTS, too_much_contention};
+use api::{ApiError, AppState, MaybeSession, now_micros};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use domain::event::{Change, Digest};
+use domain::lock::{self, LockToken, WriteUnderLock};
+use domain::{Event, PublicKey};
+use log::Expected;
+use store::users::UserRow;
+
+/// Methods served on `/storage/<user>/<path>`, for the `Allow` header of a 405.
+pub const STORAGE_METHODS: &str = "GET, HEAD, PUT, DELETE, LOCK, UNLOCK";
+
+/// What `/storage/<user>/<path>` answers to a method that is not `GET`, `HEAD`, `PUT`
+/// or `DELETE`: `LOCK`, `UNLOCK`, or a 405 naming the methods it has (body not read).
+#[tracing::instrument(skip_all, fields(method = %method, event_seq))]
+pub async fn storage_other_methods(
+    State(state): State<AppState>,
+    session: MaybeSession,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = match method.as_str() {
+        "LOCK" => lock(&state, session, &uri, &headers, body).await,
+        "UNLOCK" => unlock(&state, session, &uri, &headers).await,
+        _ => return method_not_allowed(STORAGE_METHODS),
+    };
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Ok(target) = tenant::path_addressed(uri.path()) {
+        tenant::add_cache_headers(&mut response, &target.path, Addressing::Path);
+    }
+    response
+}
+
+/// A 405 with its `Allow` header.
+pub fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// The checks `LOCK` and `UNLOCK` share, in the reference's order: a session (401),
+/// a file path (400), write permission (403), an existing owner (404).
+async fn checked_target(
+    state: &AppState,
+    MaybeSession(session): MaybeSession,
+    uri: &Uri,
+) -> Result<(StorageTarget, UserRow), ApiError> {
+    let target = tenant::path_addressed(uri.path())?;
+    let session = session.ok_or_else(|| ApiError::unauthorized("Unauthorized"))?;
+    if target.path.is_dir() {
+        return Err(ApiError::bad_request("Target path must be a file"));
+    }
+    domain::authorization::authorize_write(session.view(), &target.owner, &target.path)?;
+    let user = existing_user(state, &target.owner).await?;
+    Ok((target, user))
+}
+
+async fn existing_user(state: &AppState, owner: &PublicKey) -> Result<UserRow, ApiError> {
+    state
+        .store
+        .user(owner)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+fn if_tokens(headers: &HeaderMap) -> Vec<LockToken> {
+    lock::if_tokens(
+        headers
+            .get_all("if")
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+    )
+}
+
+async fn lock(
+    state: &AppState,
+    session: MaybeSession,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (target, user) = checked_target(state, session, uri).await?;
+    if user.disabled {
+        return Err(ApiError::forbidden("User is disabled"));
+    }
+    let lifetime = lock::timeout_secs(headers.get("timeout").and_then(|value| value.to_str().ok()));
+    let presented = if_tokens(headers);
+    let lockroot = uri.path();
+    if !presented.is_empty() {
+        // A refresh; its body, if any, is not read.
+        let token = refresh(state, &target, &presented, lifetime).await?;
+        return Ok(lock_response(&token, lifetime, lockroot, false));
+    }
+    let body = axum::body::to_bytes(body, lock::MAX_LOCKINFO_BYTES)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, lock::LOCKINFO_TOO_LARGE))?;
+    if !lock::lockinfo_supported(&body) {
+        return Err(ApiError::bad_request(lock::ONLY_EXCLUSIVE_WRITE));
+    }
+    let token = LockToken::from_uuid(&uuid::Uuid::new_v4().to_string());
+    acquire(state, &target, &token, lifetime).await?;
+    Ok(lock_response(&token, lifetime, lockroot, true))
+}
+
+fn lock_response(token: &LockToken, lifetime: u64, lockroot: &str, created: bool) -> Response {
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        lock::lock_discovery_xml(token, lifetime, lockroot),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&format!("Second-{lifetime}")) {
+        headers.insert("timeout", value);
+    }
+    if created && let Ok(value) = HeaderValue::from_str(&token.header_value()) {
+        headers.insert("lock-token", value);
+    }
+    response
+}
+
+fn expiry(now_us: u64, lifetime_secs: u64) -> u64 {
+    now_us.saturating_add(lifetime_secs.saturating_mul(1_000_000))
+}
+
+/// Appends `lock_acquired` if the path has no live lock at the user's current version.
+async fn acquire(
+    state: &AppState,
+    target: &StorageTarget,
+    token: &LockToken,
+    lifetime: u64,
+) -> Result<(), ApiError> {
+    let path = target.path.as_str();
+    let _queue = state.lock_user(&target.owner).await;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    for _ in 0..MAX_ATTEMPTS {
+        let user = existing_user(state, &target.owner).await?;
+        let now = now_micros();
+        if state
+            .store
+            .live_lock(&target.owner, path, now)
+            .await?
+            .is_some()
+        {
+            return Err(locked());
+        }
+        let event = Event::new(
+            target.owner.clone(),
+            now,
+            request_id.clone(),
+            Change::LockAcquired {
+                path: path.to_string(),
+                token_hash: Digest(token.hash()),
+                expires_us: expiry(now, lifetime),
+            },
+        );
+        match state
+            .commit(&event, expected_after(state, &user, &target.owner))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(CommitError::Conflict) => continue,
+            Err(CommitError::Api(e)) => return Err(e),
+        }
+    }
+    Err(too_much_contention())
+}
+
+/// Appends `lock_refreshed` for the live lock whose token is among `presented`; returns
+/// that token.
+async fn refresh(
+    state: &AppState,
+    target: &StorageTarget,
+    presented: &[LockToken],
+    lifetime: u64,
+) -> Result<LockToken, ApiError> {
+    let path = target.path.as_str();
+    let _queue = state.lock_user(&target.owner).await;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    for _ in 0..MAX_ATTEMPTS {
+        let user = existing_user(state, &target.owner).await?;
+        let now = now_micros();
+        let live = state.store.live_lock(&target.owner, path, now).await?;
+        let Some(token) = live.and_then(|hash| presented.iter().find(|t| t.hash() == hash)) else {
+            return Err(not_the_live_lock());
+        };
+        let event = Event::new(
+            target.owner.clone(),
+            now,
+            request_id.clone(),
+            Change::LockRefreshed {
+                path: path.to_string(),
+                token_hash: Digest(token.hash()),
+                expires_us: expiry(now, lifetime),
+            },
+        );
+        match state
+            .commit(&event, expected_after(state, &user, &target.owner))
+            .await
+        {
+            Ok(_) => return Ok(token.clone()),
+            Err(CommitError::Conflict) => continue,
+            Err(CommitError::Api(e)) => return Err(e),
+        }
+    }
+    Err(too_much_contention())
+}
+
+/// `UNLOCK`: ends the path's lock with the `Lock-Token` given, expired or not. A
+/// disabled owner may still unlock.
+async fn unlock(
+    state: &AppState,
+    session: MaybeSession,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (target, _) = checked_target(state, session, uri).await?;
+    let token = lock::lock_token_header(
+        headers
+            .get("lock-token")
+            .and_then(|value| value.to_str().ok()),
+    )
+    .ok_or_else(|| ApiError::bad_request(lock::BAD_LOCK_TOKEN))?;
+    let path = target.path.as_str();
+    let _queue = state.lock_user(&target.owner).await;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    for _ in 0..MAX_ATTEMPTS {
+        let user = existing_user(state, &target.owner).await?;
+        let row = state.store.lock_row(&target.owner, path).await?;
+        if row.is_none_or(|row| row.token_hash != token.hash()) {
+            return Err(ApiError::new(StatusCode::CONFLICT, lock::NO_SUCH_LOCK));
+        }
+        let event = Event::new(
+            target.owner.clone(),
+            now_micros(),
+            request_id.clone(),
+            Change::LockReleased {
+                path: path.to_string(),
+                token_hash: Digest(token.hash()),
+            },
+        );
+        match state
+            .commit(&event, expected_after(state, &user, &target.owner))
+            .await
+        {
+            Ok(_) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            Err(CommitError::Conflict) => continue,
+            Err(CommitError::Api(e)) => return Err(e),
+        }
+    }
+    Err(too_much_contention())
+}
+
+/// Whether a `PUT`/`DELETE` of `target` may go ahead under the path's lock, given the
+/// tokens of its `If` headers: 423 when the path is locked and no token was given,
+/// 412 when the tokens do not name the live lock. Called before the body is read and
+/// again after each read of the user's row, so the decision holds for the version the
+/// write's event is appended after.
+pub(crate) async fn check_write(
+    state: &AppState,
+    target: &StorageTarget,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let presented = if_tokens(headers);
+    let live = state
+        .store
+        .live_lock(&target.owner, target.path.as_str(), now_micros())
+        .await?;
+    match lock::write_under_lock(live.as_ref(), &presented) {
+        WriteUnderLock::Proceed => Ok(()),
+        WriteUnderLock::Locked => Err(locked()),
+        WriteUnderLock::NotTheLiveLock => Err(not_the_live_lock()),
+    }
+}
+
+/// The sequence a lock event is appended after: the user's projected file sequence, or
+/// this process's own file writes not projected yet (`api::pending`), which change no
+/// lock, so the lock state read from the projection still holds at that sequence.
+fn expected_after(state: &AppState, user: &UserRow, owner: &PublicKey) -> Expected {
+    let overlay = state.pending.overlay(owner, user.file_seq);
+    Expected::LastSeq(overlay.expected(user.file_seq))
+}
+
+fn locked() -> ApiError {
+    ApiError::new(StatusCode::LOCKED, lock::LOCKED)
+}
+
+fn not_the_live_lock() -> ApiError {
+    ApiError::new(StatusCode::PRECONDITION_FAILED, lock::IF_NOT_LIVE)
+}
