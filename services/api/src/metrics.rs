@@ -93,6 +93,7 @@ struct Inner {
     storage_used_bytes: Gauge,
     dependency_up: Family<DependencyLabels, Gauge>,
     signups: Counter,
+    export_entries: Counter,
     storage_requests: Family<StorageLabels, Counter>,
 }
 
@@ -138,6 +139,7 @@ impl Metrics {
             storage_used_bytes: Gauge::default(),
             dependency_up: Family::default(),
             signups: Counter::default(),
+            export_entries: Counter::default(),
             storage_requests: Family::default(),
             registry: Registry::default(),
         };
@@ -212,6 +214,11 @@ impl Metrics {
             inner.signups.clone(),
         );
         registry.register(
+            "export_entries",
+            "Files served in account export pages (GET /export/); their bytes count in blob_bytes_read",
+            inner.export_entries.clone(),
+        );
+        registry.register(
             "storage_request_count",
             "Requests that reached a storage route with a resolved owner",
             inner.storage_requests.clone(),
@@ -275,6 +282,12 @@ impl Metrics {
     }
 
     pub fn blob_read(&self, bytes: u64) {
+        self.inner.blob_bytes_read.inc_by(bytes);
+    }
+
+    /// One export page of `entries` files and `bytes` of content.
+    pub fn export_page(&self, entries: u64, bytes: u64) {
+        self.inner.export_entries.inc_by(entries);
         self.inner.blob_bytes_read.inc_by(bytes);
     }
 

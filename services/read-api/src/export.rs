@@ -125,6 +125,10 @@ async fn export(
         }
         let signed = signed_root(&state, &owner, private, page.root);
         let record = tree_record(&signed, page.nodes.len() as u64, params.cursor.clone())?;
+        state.metrics.export_page(
+            page.entries.len() as u64,
+            page.entries.iter().map(|e| e.size).sum(),
+        );
         let next = page.next.clone();
         let body = Body::from_stream(page_stream(state.blobs.clone(), record, page));
         let mut response = (

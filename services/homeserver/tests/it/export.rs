@@ -156,6 +156,14 @@ async fn export_pages_verify_and_are_byte_exact() {
     assert!(whole.next.is_none());
     let trees = verify(&body[..], |_, _| {}).unwrap();
     assert_eq!((trees.len(), trees[0].entries), (1, 5));
+    let metrics = s.server.state.metrics.render();
+    assert!(
+        metrics.contains("export_entries_total{service=\"all\"} 5")
+            || metrics
+                .lines()
+                .any(|l| l.starts_with("export_entries_total") && l.ends_with(" 5")),
+        "{metrics}"
+    );
     let (archive, entries, pages) = export_by_pages(&s, None, &a, "pub", 2).await;
     assert_eq!(pages, 3);
     assert_eq!(entries, public);
