@@ -37,6 +37,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportReport {
     pub user: String,
+    /// The homeserver keys that signed the archive's roots.
+    pub signers: Vec<String>,
     /// Files appended (new or changed).
     pub written: u64,
     /// Files already there with the same content (a resumed import).
@@ -79,11 +81,26 @@ struct Planned {
 
 /// `homeserver import <archive>`.
 pub async fn import(config: &Config, archive: &Path) -> anyhow::Result<ImportReport> {
+    import_signed_by(config, archive, None).await
+}
+
+/// [`import`], refusing an archive whose roots are not signed by `signer` (z32): the
+/// homeserver the user's PKARR record named, when the operator knows it.
+pub async fn import_signed_by(
+    config: &Config,
+    archive: &Path,
+    signer: Option<&str>,
+) -> anyhow::Result<ImportReport> {
     // 1. Verify, writing nothing.
     let path = archive.to_owned();
     let trees = tokio::task::spawn_blocking(move || verify_and_plan(&path))
         .await
         .context("verification task")??;
+    if let Some(expected) = signer
+        && let Some(other) = trees.signers.iter().find(|s| s.as_str() != expected)
+    {
+        bail!("the archive's roots are signed by {other}, not by {expected}");
+    }
     let user = PublicKey::try_from(trees.user.as_str())
         .map_err(|e| anyhow::anyhow!("archive user key: {e}"))?;
 
@@ -98,6 +115,7 @@ pub async fn import(config: &Config, archive: &Path) -> anyhow::Result<ImportRep
     }
     let mut report = ImportReport {
         user: user.to_z32(),
+        signers: trees.signers.clone(),
         ..ImportReport::default()
     };
 
@@ -163,6 +181,7 @@ pub async fn import(config: &Config, archive: &Path) -> anyhow::Result<ImportRep
 /// The verified archive: its user and, per tree, the entries and the signed root (hex).
 struct Plan {
     user: String,
+    signers: Vec<String>,
     bytes: u64,
     trees: Vec<(bool, Vec<Planned>, String)>,
 }
@@ -204,7 +223,14 @@ fn verify_and_plan(path: &Path) -> anyhow::Result<Plan> {
             Item::End(_) => {}
         }
     }
-    Ok(Plan { user, bytes, trees })
+    let mut signers: Vec<String> = verified.iter().map(|t| t.record.signer.clone()).collect();
+    signers.dedup();
+    Ok(Plan {
+        user,
+        signers,
+        bytes,
+        trees,
+    })
 }
 
 /// The user's current files of one tree here, path to content hash.

@@ -120,6 +120,9 @@ enum Command {
     Import {
         /// The archive file.
         archive: PathBuf,
+        /// Refuse the archive unless its roots are signed by this homeserver key (z32).
+        #[arg(long)]
+        expect_signer: Option<String>,
     },
     /// For users: download your own account archive (public and private) from a
     /// homeserver with your secret key, then verify it offline.
@@ -227,11 +230,21 @@ async fn main() -> anyhow::Result<()> {
             secret_key,
             out,
         } => homeserver::pull::pull(&url, &secret_key, &out).await,
-        Command::Import { archive } => {
-            let report = homeserver::import::import(&config, &archive).await?;
+        Command::Import {
+            archive,
+            expect_signer,
+        } => {
+            let report =
+                homeserver::import::import_signed_by(&config, &archive, expect_signer.as_deref())
+                    .await?;
             println!(
-                "imported {}: {} files written ({} bytes), {} already there, {} deleted; roots equal the archive's",
-                report.user, report.written, report.bytes, report.skipped, report.deleted
+                "imported {}: {} files written ({} bytes), {} already there, {} deleted; roots equal the archive's (signed by {})",
+                report.user,
+                report.written,
+                report.bytes,
+                report.skipped,
+                report.deleted,
+                report.signers.join(", ")
             );
             Ok(())
         }

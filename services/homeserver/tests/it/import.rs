@@ -93,8 +93,20 @@ async fn an_archive_moves_a_user_between_homeservers() {
         "nothing appended on B"
     );
 
-    // The good one.
-    let report = import(&b.config, &archive).await.unwrap();
+    // Signed by another homeserver than the operator expects: refused, nothing written.
+    let stranger = domain::Keypair::random().public_key().to_z32();
+    let error = homeserver::import::import_signed_by(&b.config, &archive, Some(&stranger))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not by"), "{error}");
+
+    // The good one, signed by A.
+    let a_key = a.keypair.public_key().to_z32();
+    let report = homeserver::import::import_signed_by(&b.config, &archive, Some(&a_key))
+        .await
+        .unwrap();
+    assert_eq!(report.signers, [a_key]);
     assert_eq!((report.written, report.skipped, report.deleted), (51, 0, 0));
     for private in [false, true] {
         assert_eq!(root(&a, &z, private).await, root(&b, &z, private).await);
