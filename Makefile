@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 
 COMPOSE ?= docker compose
 
-.PHONY: help services services-stop run test lint bench bench-compare up down e2e-drive drill-backup
+.PHONY: help services services-stop run test lint bench bench-compare up down e2e-drive drill-backup bench-exit
 
 help:
 	@echo 'make services       start the private Postgres and NATS ($(SERVICES) up)'
@@ -33,6 +33,7 @@ help:
 	@echo 'make test           services, then cargo test --workspace'
 	@echo 'make lint           rustfmt check and clippy with warnings as errors'
 	@echo 'make drill-backup   backup and restore drill: write under load, back up, wipe, restore, check (DRILL_WRITES=100000)'
+	@echo 'make bench-exit     export/import of one user between two homeserver processes (EXIT_BENCH_ENTRIES=100000)'
 	@echo 'make e2e-drive      the /drive page in a real browser (chromium, Playwright), screenshots in docs/drive'
 	@echo 'make bench          benchmarks of our homeserver, quick (BENCH_ARGS=--full)'
 	@echo 'make bench-compare  the same for ours and the reference (pubky-homeserver 0.17.1)'
@@ -73,6 +74,14 @@ DRILL_WRITES ?= 100000
 drill-backup: services
 	$(WITH_SERVICES) DRILL_WRITES=$(DRILL_WRITES) cargo test --release -p homeserver --test it -- \
 		--ignored --exact recovery::backup_drill_at_scale --nocapture
+
+# Credible exit at scale (docs/export.md): one user of EXIT_BENCH_ENTRIES files loaded
+# into one `homeserver all` process, exported (operator command and paged HTTP) and
+# imported into a second one; roots compared, files read back, times and RSS printed.
+EXIT_BENCH_ENTRIES ?= 100000
+bench-exit: services
+	$(WITH_SERVICES) EXIT_BENCH_ENTRIES=$(EXIT_BENCH_ENTRIES) cargo test -p homeserver --test it -- \
+		--ignored --exact exit_bench::exit_bench --nocapture
 
 lint:
 	cargo fmt --all -- --check
