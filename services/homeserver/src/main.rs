@@ -186,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let manifest = homeserver::recovery::backup(&config, &dir, true).await?;
             println!(
-                "backed up events 1..={} ({} bytes of log snapshot) and {} blobs ({} bytes) \
+                "backed up the log from event {} on ({} bytes of log snapshot) and {} blobs ({} bytes) \
                  of {} into {} in {:.1}s",
                 manifest.last_seq,
                 manifest.log.bytes,
@@ -204,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "restored the log up to event {}, {} blobs ({} already present) and the key \
                  of {} in {:.1}s; start the server to rebuild the projections",
-                report.manifest.last_seq,
+                report.last_seq,
                 report.blobs_restored,
                 report.blobs_present,
                 report.manifest.homeserver,

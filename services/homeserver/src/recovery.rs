@@ -63,7 +63,8 @@ pub struct BackupManifest {
     pub homeserver: String,
     pub stream: String,
     pub subject_prefix: String,
-    /// The last event in the snapshot: what a restore brings back.
+    /// The stream's last event when the snapshot began: a restore brings back at least
+    /// this much (events appended while the snapshot was taken may be in it too).
     pub last_seq: u64,
     /// The snapshot's stream configuration and state, size and hash.
     pub log: log::snapshot::SnapshotInfo,
@@ -152,6 +153,8 @@ pub async fn backup(config: &Config, dir: &Path, show: bool) -> anyhow::Result<B
 #[derive(Debug, Clone)]
 pub struct RestoreReport {
     pub manifest: BackupManifest,
+    /// The restored log's last event (at least `manifest.last_seq`).
+    pub last_seq: u64,
     pub blobs_restored: u64,
     pub blobs_present: u64,
 }
@@ -246,14 +249,15 @@ pub async fn restore(config: &Config, dir: &Path, show: bool) -> anyhow::Result<
         .await?;
     progress.finish_and_clear();
     let head = log.head().await?;
-    if head.0 != manifest.last_seq {
+    if head.0 < manifest.last_seq {
         bail!(
-            "the restored log ends at {head}, but the backup's at {}",
+            "the restored log ends at {head}, before the backup's {}: the backup is damaged",
             manifest.last_seq
         );
     }
     Ok(RestoreReport {
         manifest,
+        last_seq: head.0,
         blobs_restored,
         blobs_present,
     })
