@@ -6,6 +6,7 @@ use crate::common;
 use crate::log_pairing::delete_stream;
 use domain::EventSeq;
 use domain::event::Origin;
+use futures::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::COOKIE;
 use std::collections::BTreeMap;
@@ -358,19 +359,23 @@ async fn backup_drill(total: usize) {
 
     let before_backup: Vec<&Acked> = acked.iter().filter(|a| a.at < backup_started).collect();
     assert!(before_backup.len() >= total / 2);
-    for write in &before_backup {
-        let read = server
+    // Read back many at once: one at a time, each waits out a delayed ACK.
+    let reads = futures::stream::iter(before_backup.iter().map(|write| {
+        let request = server
             .http
             .get(server.storage(&users[write.user], &write.path))
-            .send()
-            .await
-            .expect("GET");
-        assert_eq!(read.status(), StatusCode::OK, "{}", write.path);
-        assert_eq!(
-            read.bytes().await.expect("body").as_ref(),
-            write.body.as_slice()
-        );
-    }
+            .send();
+        async move {
+            let read = request.await.expect("GET");
+            assert_eq!(read.status(), StatusCode::OK, "{}", write.path);
+            assert_eq!(
+                read.bytes().await.expect("body").as_ref(),
+                write.body.as_slice()
+            );
+        }
+    }))
+    .buffer_unordered(64);
+    reads.collect::<Vec<()>>().await;
     for (user, expected) in users.iter().zip(&expected_roots) {
         let root = server
             .server
