@@ -227,13 +227,7 @@ impl EventLog {
                     None => Ok(()),
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    jetstream::context::GetStreamErrorKind::JetStream(ref js)
-                        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-                ) =>
-            {
+            Err(e) if is_stream_not_found(&e) => {
                 self.js.create_stream(wanted).await.map_err(|e| {
                     if e.to_string().contains("not enabled") {
                         LogError::NoJetStream
@@ -529,7 +523,7 @@ async fn acked(ack: jetstream::context::PublishAckFuture) -> Result<EventSeq, Lo
     Ok(EventSeq(ack.await.map_err(unavailable)?.sequence))
 }
 
-fn is_stream_not_found(e: &jetstream::context::DeleteStreamError) -> bool {
+fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
     matches!(
         e.kind(),
         jetstream::context::GetStreamErrorKind::JetStream(ref js)

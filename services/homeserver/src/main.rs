@@ -186,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let manifest = homeserver::recovery::backup(&config, &dir, true).await?;
             println!(
-                "backed up the log from event {} on ({} bytes of log snapshot) and {} blobs ({} bytes) \
+                "backed up the log (at least through event {}: {} bytes of log snapshot) and {} blobs ({} bytes) \
                  of {} into {} in {:.1}s",
                 manifest.last_seq,
                 manifest.log.bytes,

@@ -101,9 +101,8 @@ pub async fn backup(config: &Config, dir: &Path, show: bool) -> anyhow::Result<B
         .with_context(|| "the homeserver key is needed for a backup")?;
     let log = log::EventLog::connect(config.log_config()).await?;
 
+    // Its size is known only at the end: the bar counts bytes without a total.
     let progress = bar(show, "log snapshot", true);
-    let (_, head) = log.identity().await?;
-    progress.set_length(head.max(1));
     let info = log
         .snapshot_to(&dir.join(LOG_SNAPSHOT), &|n| progress.inc(n))
         .await?;

@@ -71,8 +71,8 @@ pub async fn reseed(
     })?;
     let previous = recorded.identity.to_string();
     let checkpoint = store.furthest_checkpoint().await?.seq;
-    let (_, head) = log.identity().await?;
-    if head > 0 && !replace && !is_unfinished_reseed(log, &previous).await? {
+    let (current, head) = log.identity().await?;
+    if head > 0 && !replace && !is_unfinished_reseed(log, current, &previous).await? {
         return Err(refused(format!(
             "stream {} holds events up to {head} that are not the projections' log; re-seeding \
              discards them: run again with --replace-stream if that is intended",
@@ -133,9 +133,12 @@ pub async fn reseed(
 
 /// Whether the stream's first event is a re-statement of `previous`: a re-seed that
 /// stopped before it was recorded, safe to discard.
-async fn is_unfinished_reseed(log: &EventLog, previous: &str) -> Result<bool, ProjectorError> {
-    let (identity, _) = log.identity().await?;
-    let Some(first) = identity.first else {
+async fn is_unfinished_reseed(
+    log: &EventLog,
+    current: domain::log_identity::LogIdentity,
+    previous: &str,
+) -> Result<bool, ProjectorError> {
+    let Some(first) = current.first else {
         return Ok(true);
     };
     let event = log.event_at(EventSeq(first.seq)).await?;

@@ -12,6 +12,7 @@
 //!
 //! The wire rules (texts, statuses, timeouts, token syntax) are in `domain::lock`.
 
+use crate::storage::existing_user;
 use api::tenant::{self, Addressing, StorageTarget};
 use api::writer::{CommitError, MAX_ATTEMPTS, too_much_contention};
 use api::{ApiError, AppState, MaybeSession, now_micros};
@@ -75,14 +76,6 @@ async fn checked_target(
     domain::authorization::authorize_write(session.view(), &target.owner, &target.path)?;
     let user = existing_user(state, &target.owner).await?;
     Ok((target, user))
-}
-
-async fn existing_user(state: &AppState, owner: &PublicKey) -> Result<UserRow, ApiError> {
-    state
-        .store
-        .user(owner)
-        .await?
-        .ok_or_else(ApiError::not_found)
 }
 
 fn if_tokens(headers: &HeaderMap) -> Vec<LockToken> {
@@ -153,11 +146,7 @@ async fn acquire(
     lifetime: u64,
 ) -> Result<(), ApiError> {
     let path = target.path.as_str();
-    let _queue = state.lock_user(&target.owner).await;
-    let request_id = uuid::Uuid::now_v7().to_string();
-    for _ in 0..MAX_ATTEMPTS {
-        let user = existing_user(state, &target.owner).await?;
-        let now = now_micros();
+    append_lock_change(state, target, move |now| async move {
         if state
             .store
             .live_lock(&target.owner, path, now)
@@ -166,26 +155,14 @@ async fn acquire(
         {
             return Err(locked());
         }
-        let event = Event::new(
-            target.owner.clone(),
-            now,
-            request_id.clone(),
-            Change::LockAcquired {
-                path: path.to_string(),
-                token_hash: Digest(token.hash()),
-                expires_us: expiry(now, lifetime),
-            },
-        );
-        match state
-            .commit(&event, expected_after(state, &user, &target.owner))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(CommitError::Conflict) => continue,
-            Err(CommitError::Api(e)) => return Err(e),
-        }
-    }
-    Err(too_much_contention())
+        let change = Change::LockAcquired {
+            path: path.to_string(),
+            token_hash: Digest(token.hash()),
+            expires_us: expiry(now, lifetime),
+        };
+        Ok((change, ()))
+    })
+    .await
 }
 
 /// Appends `lock_refreshed` for the live lock whose token is among `presented`; returns
@@ -197,35 +174,19 @@ async fn refresh(
     lifetime: u64,
 ) -> Result<LockToken, ApiError> {
     let path = target.path.as_str();
-    let _queue = state.lock_user(&target.owner).await;
-    let request_id = uuid::Uuid::now_v7().to_string();
-    for _ in 0..MAX_ATTEMPTS {
-        let user = existing_user(state, &target.owner).await?;
-        let now = now_micros();
+    append_lock_change(state, target, move |now| async move {
         let live = state.store.live_lock(&target.owner, path, now).await?;
         let Some(token) = live.and_then(|hash| presented.iter().find(|t| t.hash() == hash)) else {
             return Err(not_the_live_lock());
         };
-        let event = Event::new(
-            target.owner.clone(),
-            now,
-            request_id.clone(),
-            Change::LockRefreshed {
-                path: path.to_string(),
-                token_hash: Digest(token.hash()),
-                expires_us: expiry(now, lifetime),
-            },
-        );
-        match state
-            .commit(&event, expected_after(state, &user, &target.owner))
-            .await
-        {
-            Ok(_) => return Ok(token.clone()),
-            Err(CommitError::Conflict) => continue,
-            Err(CommitError::Api(e)) => return Err(e),
-        }
-    }
-    Err(too_much_contention())
+        let change = Change::LockRefreshed {
+            path: path.to_string(),
+            token_hash: Digest(token.hash()),
+            expires_us: expiry(now, lifetime),
+        };
+        Ok((change, token.clone()))
+    })
+    .await
 }
 
 /// `UNLOCK`: ends the path's lock with the `Lock-Token` given, expired or not. A
@@ -243,34 +204,20 @@ async fn unlock(
             .and_then(|value| value.to_str().ok()),
     )
     .ok_or_else(|| ApiError::bad_request(lock::BAD_LOCK_TOKEN))?;
-    let path = target.path.as_str();
-    let _queue = state.lock_user(&target.owner).await;
-    let request_id = uuid::Uuid::now_v7().to_string();
-    for _ in 0..MAX_ATTEMPTS {
-        let user = existing_user(state, &target.owner).await?;
+    let (target, path, token) = (&target, target.path.as_str(), &token);
+    append_lock_change(state, target, move |_| async move {
         let row = state.store.lock_row(&target.owner, path).await?;
         if row.is_none_or(|row| row.token_hash != token.hash()) {
             return Err(ApiError::new(StatusCode::CONFLICT, lock::NO_SUCH_LOCK));
         }
-        let event = Event::new(
-            target.owner.clone(),
-            now_micros(),
-            request_id.clone(),
-            Change::LockReleased {
-                path: path.to_string(),
-                token_hash: Digest(token.hash()),
-            },
-        );
-        match state
-            .commit(&event, expected_after(state, &user, &target.owner))
-            .await
-        {
-            Ok(_) => return Ok(StatusCode::NO_CONTENT.into_response()),
-            Err(CommitError::Conflict) => continue,
-            Err(CommitError::Api(e)) => return Err(e),
-        }
-    }
-    Err(too_much_contention())
+        let change = Change::LockReleased {
+            path: path.to_string(),
+            token_hash: Digest(token.hash()),
+        };
+        Ok((change, ()))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Whether a `PUT`/`DELETE` of `target` may go ahead under the path's lock, given the
@@ -293,6 +240,36 @@ pub(crate) async fn check_write(
         WriteUnderLock::Locked => Err(locked()),
         WriteUnderLock::NotTheLiveLock => Err(not_the_live_lock()),
     }
+}
+
+/// Appends the lock event `decide` returns for the user's current state, under the
+/// user's write lock, re-reading and re-deciding when another write raced it; returns
+/// what `decide` returned beside the change. `decide` gets the event's time.
+async fn append_lock_change<T, Decided>(
+    state: &AppState,
+    target: &StorageTarget,
+    decide: impl Fn(u64) -> Decided,
+) -> Result<T, ApiError>
+where
+    Decided: std::future::Future<Output = Result<(Change, T), ApiError>>,
+{
+    let _queue = state.lock_user(&target.owner).await;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    for _ in 0..MAX_ATTEMPTS {
+        let user = existing_user(state, &target.owner).await?;
+        let now = now_micros();
+        let (change, out) = decide(now).await?;
+        let event = Event::new(target.owner.clone(), now, request_id.clone(), change);
+        match state
+            .commit(&event, expected_after(state, &user, &target.owner))
+            .await
+        {
+            Ok(_) => return Ok(out),
+            Err(CommitError::Conflict) => continue,
+            Err(CommitError::Api(e)) => return Err(e),
+        }
+    }
+    Err(too_much_contention())
 }
 
 /// The sequence a lock event is appended after: the user's projected file sequence, or

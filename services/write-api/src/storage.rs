@@ -182,7 +182,10 @@ pub async fn operator_delete(
     .await
 }
 
-async fn existing_user(state: &AppState, owner: &PublicKey) -> Result<UserRow, ApiError> {
+pub(crate) async fn existing_user(
+    state: &AppState,
+    owner: &PublicKey,
+) -> Result<UserRow, ApiError> {
     state
         .store
         .user(owner)
@@ -195,7 +198,7 @@ async fn put(
     target: &StorageTarget,
     headers: &HeaderMap,
     body: Body,
-    user: UserRow,
+    mut user: UserRow,
 ) -> Result<Response, ApiError> {
     if user.disabled {
         return Err(ApiError::forbidden("User is disabled"));
@@ -203,15 +206,19 @@ async fn put(
     let path = target.path.as_str();
     // Locks are decided before a byte of the body is read, and again below.
     crate::lock::check_write(state, target, headers).await?;
-    let previous = state.store.entry(&target.owner, path).await?;
-    check_preconditions(headers, previous.as_ref().map(|e| &e.content_hash))?;
+    // The same picture as the checks under the lock below: the projection plus this
+    // process's unprojected writes of the user.
+    let overlay = state.pending.overlay(&target.owner, user.file_seq);
+    let previous = current_version(state, &target.owner, path, &overlay).await?;
+    check_preconditions(headers, previous.as_ref().map(|(hash, _)| hash))?;
+    user.used_bytes += overlay.used_delta;
 
     // Early refusal from Content-Length, before reading a byte of the body.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let room = quota_room(state, &user, previous.as_ref().map(|e| e.size));
+    let room = quota_room(state, &user, previous.map(|(_, size)| size));
     let body_limit = state.config.max_body_bytes;
     if let (Some(declared), Some(max)) = (declared, body_limit)
         && declared > max

@@ -43,7 +43,7 @@ pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
     configure(&mut config);
     let keypair = Keypair::random();
     // Where `homeserver` keeps it, for the commands that read it (backup).
-    write_secret(&config.data_dir, &keypair);
+    pkarr_publish::identity::load_or_install(&config.data_dir, || keypair.clone()).expect("key");
     let server = homeserver::start_all(&config, &keypair)
         .await
         .expect("homeserver starts");
@@ -88,14 +88,6 @@ impl StoppedServer {
             _data,
         }
     }
-}
-
-/// `<data_dir>/secret` as the homeserver writes it: 64 hex digits, mode 0600.
-fn write_secret(data_dir: &std::path::Path, keypair: &Keypair) {
-    use std::os::unix::fs::PermissionsExt;
-    let path = data_dir.join("secret");
-    std::fs::write(&path, format!("{}\n", hex::encode(keypair.secret_key()))).expect("secret");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 pub struct TestUser {

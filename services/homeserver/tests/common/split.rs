@@ -10,16 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// `homeserver <service>` on ephemeral ports, killed on drop; for services with a
-/// listener, also the base URL it printed on its first line of stdout.
-pub async fn spawn(
-    service: &str,
-    env: &testkit::TestEnv,
-    data: &Path,
-    vars: &[(&str, &str)],
-) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_homeserver"))
-        .arg(service)
+/// The `homeserver` program on `env`'s database and log, with `data` as its data
+/// directory, ephemeral ports, and quiet logs; killed on drop.
+pub fn homeserver_command(env: &testkit::TestEnv, data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_homeserver"));
+    command
         .env("HOMESERVER_TLS_LISTEN", "127.0.0.1:0")
         .env("HOMESERVER_HTTP_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", &env.database_url)
@@ -28,9 +23,22 @@ pub async fn spawn(
         .env("HOMESERVER_NATS_SUBJECT_PREFIX", &env.log.subject_prefix)
         .env("HOMESERVER_DATA_DIR", data)
         .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    command
+}
+
+/// `homeserver <service>` on ephemeral ports, killed on drop; for services with a
+/// listener, also the base URL it printed on its first line of stdout.
+pub async fn spawn(
+    service: &str,
+    env: &testkit::TestEnv,
+    data: &Path,
+    vars: &[(&str, &str)],
+) -> (Child, String) {
+    let mut child = homeserver_command(env, data)
+        .arg(service)
         .envs(vars.iter().copied())
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn homeserver");
     // The projector has no client listener; it prints a line only for its metrics one.

@@ -14,18 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 fn homeserver(env: &testkit::TestEnv, data: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_homeserver"));
-    command
-        .env("HOMESERVER_TLS_LISTEN", "127.0.0.1:0")
-        .env("HOMESERVER_HTTP_LISTEN", "127.0.0.1:0")
-        .env("DATABASE_URL", &env.database_url)
-        .env("NATS_URL", &env.nats_url)
-        .env("HOMESERVER_NATS_STREAM", &env.log.stream)
-        .env("HOMESERVER_NATS_SUBJECT_PREFIX", &env.log.subject_prefix)
-        .env("HOMESERVER_DATA_DIR", data)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    command
+    crate::common::split::homeserver_command(env, data)
 }
 
 /// `homeserver all`, and its plain HTTP URL.

@@ -339,8 +339,9 @@ async fn backup_drill(total: usize) {
     for user in &users {
         expected_roots.push(public_root_at(&original_database, &user.z32(), report.last_seq).await);
     }
-    let restored_key = pkarr_publish_key(&stopped.config.data_dir.join("secret"));
-    assert_eq!(restored_key, homeserver_key);
+    let restored_key = pkarr_publish::identity::load(&stopped.config.data_dir.join("secret"))
+        .expect("restored key");
+    assert_eq!(restored_key.public_key(), homeserver_key);
     let rebuild_started = std::time::Instant::now();
     let server = stopped.start().await;
     assert!(
@@ -405,13 +406,6 @@ async fn backup_drill(total: usize) {
         before_backup.len()
     );
     server.server.shutdown().await;
-}
-
-fn pkarr_publish_key(secret: &std::path::Path) -> domain::PublicKey {
-    let text = std::fs::read_to_string(secret).expect("restored key");
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut bytes).expect("hex key");
-    domain::Keypair::from_secret_key(&bytes).public_key()
 }
 
 #[tokio::test]
