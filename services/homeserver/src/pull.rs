@@ -19,7 +19,8 @@ use pubky_common::auth::jws::{ClientId, GrantId, PopNonce, sign_jws};
 use pubky_common::auth::pop::PopProofClaims;
 use pubky_common::capabilities::Capability;
 use pubky_common::crypto::{Keypair, PublicKey};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -83,7 +84,7 @@ pub async fn pull_in_pages(
 }
 
 /// A bearer for a read-only grant of `/priv/`, minted with a fresh client key.
-async fn sign_in(http: &reqwest::Client, base: &str, user: &Keypair) -> anyhow::Result<String> {
+pub async fn sign_in(http: &reqwest::Client, base: &str, user: &Keypair) -> anyhow::Result<String> {
     let z32 = user.public_key().z32();
     // The homeserver's key, for the proof's audience: the signer of the user's root.
     let root: serde_json::Value = http
@@ -254,12 +255,18 @@ fn copy_page(
     file: &mut std::fs::File,
     first: bool,
 ) -> anyhow::Result<Copied> {
-    let mut page_reader = page.try_clone()?;
     let mut reader = ArchiveReader::new(std::io::BufReader::new(page.try_clone()?))?;
     let magic_end = reader.offset();
-    let mut copy = |from: u64, to: u64| -> anyhow::Result<()> {
-        page_reader.seek(SeekFrom::Start(from))?;
-        std::io::copy(&mut (&mut page_reader).take(to - from), file)?;
+    // Positioned reads: a clone of the handle shares its offset with the reader's, so
+    // seeking one would move the other under its buffer (a cut content past 8 KiB).
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut copy = |mut from: u64, to: u64| -> anyhow::Result<()> {
+        while from < to {
+            let n = buf.len().min((to - from) as usize);
+            page.read_exact_at(&mut buf[..n], from)?;
+            file.write_all(&buf[..n])?;
+            from += n as u64;
+        }
         Ok(())
     };
     let (mut root, mut entries) = (String::new(), 0);

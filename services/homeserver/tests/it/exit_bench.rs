@@ -1,11 +1,15 @@
-//! The exit benchmark (ignored by default; run it with
-//! `cargo test -p homeserver --test it -- --ignored --nocapture exit_bench`, entries
-//! from `EXIT_BENCH_ENTRIES`, default 100,000): two homeservers as separate processes
-//! (`homeserver all`, each with its own database, stream, blobs and port), a user with
-//! that many files (a tenth private, five of 10 MiB) loaded into A by `homeserver
-//! import`, exported from A by `homeserver export` and page by page over
-//! `GET /export/`, imported into B by `homeserver import`; the roots must be equal.
-//! Prints time, MB/s, the slowest page and the peak RSS of every process.
+//! Credible exit between two `homeserver all` processes, each with its own database,
+//! stream, blobs and port.
+//!
+//! - `ten_thousand_files_leave_one_homeserver_for_another` (in `make test`): the
+//!   acceptance scenario of part 1, the user's own `homeserver pull` from A and the
+//!   operator's `homeserver import` into B, every file read back.
+//! - `exit_bench` (ignored; `make bench-exit`, entries from `EXIT_BENCH_ENTRIES`,
+//!   default 100,000): a user of that many files (a tenth private, five of 10 MiB)
+//!   loaded into A by `homeserver import`, exported from A by `homeserver export` and
+//!   page by page over `GET /export/`, imported into B; the roots must be equal. Prints
+//!   time, MB/s, the slowest page and the peak RSS of every process.
+//! - kill -9 of the target homeserver mid-import, then the same command resumes.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -88,29 +92,34 @@ async fn measured(mut command: Command) -> (Duration, f64, String) {
     )
 }
 
-/// An archive of `n` files of `user` (every tenth private, the first five public ones
-/// 10 MiB), signed by a key of its own; returns its content bytes.
+/// The content of the benchmark's file `i`: the first five 10 MiB, the rest small JSON.
+fn bench_content(i: usize) -> Vec<u8> {
+    if i < 5 {
+        (0..10 * 1024 * 1024)
+            .map(|b| ((b * 7 + i) % 251) as u8)
+            .collect()
+    } else {
+        format!("{{\"post\":{i},\"text\":\"an entry of the exit benchmark\"}}").into_bytes()
+    }
+}
+
+/// The path of the benchmark's file `i`: every tenth private.
+fn bench_path(i: usize) -> String {
+    if i % 10 == 9 {
+        format!("/priv/bench/{i:07}.json")
+    } else {
+        format!("/pub/bench/{i:07}.json")
+    }
+}
+
+/// An archive of `n` files of `user` ([`bench_path`], [`bench_content`]), signed by a
+/// key of its own; returns its content bytes.
 fn write_archive(user: &str, n: usize, path: &Path) -> u64 {
     use domain::archive::{self, EndRecord, EntryRecord, TreeRecord};
     use domain::merkle::{self, MemStore, Node};
     use std::io::Write;
     let signer = domain::Keypair::random();
-    let content = |i: usize| -> Vec<u8> {
-        if i < 5 {
-            (0..10 * 1024 * 1024)
-                .map(|b| ((b * 7 + i) % 251) as u8)
-                .collect()
-        } else {
-            format!("{{\"post\":{i},\"text\":\"an entry of the exit benchmark\"}}").into_bytes()
-        }
-    };
-    let path_of = |i: usize| {
-        if i % 10 == 9 {
-            format!("/priv/bench/{i:07}.json")
-        } else {
-            format!("/pub/bench/{i:07}.json")
-        }
-    };
+    let (content, path_of) = (bench_content, bench_path);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     writeln!(out, "{}", archive::MAGIC).unwrap();
     let mut total = 0;
@@ -357,4 +366,123 @@ async fn an_import_survives_kill_9_of_the_target_homeserver() {
     assert!(skipped >= before, "resumed, not started over: {report}");
     assert!(report.contains("roots equal the archive's"), "{report}");
     assert_eq!(count().await, FILES as i64);
+}
+
+/// The acceptance scenario of credible exit, part 1, between two `homeserver all`
+/// processes with their own databases, streams, blobs and ports: a user with 10,000
+/// files (a tenth private, five of 10 MiB) on A downloads their whole account with
+/// their key (`homeserver pull`), the archive is imported into B (`homeserver import
+/// --expect-signer` A's key); B's roots equal A's and every file reads back from B with
+/// its bytes. The private tree leaves A only for the user: anonymous 401, another user
+/// 403.
+#[tokio::test]
+async fn ten_thousand_files_leave_one_homeserver_for_another() {
+    use futures::StreamExt;
+    use reqwest::StatusCode;
+    const FILES: usize = 10_000;
+    let (env_a, env_b) = (testkit::TestEnv::new().await, testkit::TestEnv::new().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let ((_a, url_a), (_b, url_b)) = (
+        spawn_all(&env_a, &data_a).await,
+        spawn_all(&env_b, &data_b).await,
+    );
+    let http = reqwest::Client::new();
+    let import_into =
+        |env: &testkit::TestEnv, data: &Path, archive: &Path, signer: Option<&str>| {
+            let mut command = homeserver(env, data);
+            command.arg("import").arg(archive);
+            if let Some(signer) = signer {
+                command.arg("--expect-signer").arg(signer);
+            }
+            measured(command)
+        };
+
+    // The user's account on A, and another user's.
+    let user = pubky_common::crypto::Keypair::random();
+    let z32 = user.public_key().z32();
+    let other = pubky_common::crypto::Keypair::random();
+    for (key, files) in [(&user, FILES), (&other, 3)] {
+        let seed = dir.path().join(format!("{}.seed", key.public_key().z32()));
+        write_archive(&key.public_key().z32(), files, &seed);
+        import_into(&env_a, &data_a, &seed, None).await;
+    }
+
+    // The private tree is the user's alone.
+    let private_export = format!("{url_a}/export/{z32}?tree=priv");
+    let anonymous = http.get(&private_export).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let others = homeserver::pull::sign_in(&http, &url_a, &other)
+        .await
+        .unwrap();
+    let foreign = http
+        .get(&private_export)
+        .bearer_auth(&others)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+
+    // The user downloads their account from A with their key ...
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, hex::encode(user.secret_key())).unwrap();
+    let archive = dir.path().join("mine.archive");
+    let mut pull = homeserver(&env_a, &data_a);
+    pull.arg("pull")
+        .arg("--url")
+        .arg(&url_a)
+        .arg("--secret-key")
+        .arg(&secret)
+        .arg("--out")
+        .arg(&archive);
+    measured(pull).await;
+
+    // ... and B's operator imports it, refusing any signer but A.
+    let root_on = |url: &str| {
+        let request = http.get(format!("{url}/merkle/{z32}/root"));
+        async move {
+            let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            (body["root"].clone(), body["signer"].clone())
+        }
+    };
+    let (root_a, signer_a) = root_on(&url_a).await;
+    let signer_a = signer_a.as_str().unwrap().to_owned();
+    let (_, _, report) = import_into(&env_b, &data_b, &archive, Some(&signer_a)).await;
+    assert!(report.contains("roots equal the archive's"), "{report}");
+    let (root_b, signer_b) = root_on(&url_b).await;
+    assert_eq!(root_a, root_b, "public roots equal");
+    assert_ne!(
+        signer_a,
+        signer_b.as_str().unwrap(),
+        "each signed by its own server"
+    );
+
+    // Every file, public and private, reads back from B with its bytes.
+    let token_b = homeserver::pull::sign_in(&http, &url_b, &user)
+        .await
+        .unwrap();
+    let mismatches: Vec<String> = futures::stream::iter(0..FILES)
+        .map(|i| {
+            let (path, token) = (bench_path(i), token_b.clone());
+            let mut request = http.get(format!("{url_b}/storage/{z32}{path}"));
+            if path.starts_with("/priv/") {
+                request = request.bearer_auth(token);
+            }
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status();
+                let body = response.bytes().await.unwrap();
+                (status != StatusCode::OK || body[..] != bench_content(i)[..])
+                    .then(|| format!("{path}: {status}"))
+            }
+        })
+        .buffer_unordered(32)
+        .filter_map(|bad| async move { bad })
+        .collect()
+        .await;
+    assert!(
+        mismatches.is_empty(),
+        "{} differ: {mismatches:?}",
+        mismatches.len()
+    );
 }
