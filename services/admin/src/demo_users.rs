@@ -167,6 +167,7 @@ fn params(query: Option<&str>) -> Result<Params, ApiError> {
 }
 
 /// `POST /generate_demo_user?capabilities&client_id&lifetime_days&seed`.
+#[utoipa::path(post, path = "/generate_demo_user", operation_id = "generate_demo_user", tag = "admin", responses((status = 200, description = "a demo user's key and session (only with `admin_demo_users`)", content_type = "application/json"), (status = 401, description = "no or a wrong admin password")))]
 pub(crate) async fn generate(
     State(state): State<AppState>,
     Extension(config): Extension<Arc<AdminConfig>>,

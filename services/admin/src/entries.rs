@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use domain::EntryPath;
 
+#[utoipa::path(delete, path = "/webdav/{user}/{path}", operation_id = "delete_entry", tag = "admin", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("path" = String, Path, description = "the entry path below the user, starting with pub/ or priv/ (may hold slashes; a trailing slash lists a directory)")), responses((status = 204, description = "deleted"), (status = 401, description = "no or a wrong admin password"), (status = 404, description = "no such file")))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path((user, path)): Path<(String, String)>,

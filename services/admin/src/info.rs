@@ -24,6 +24,7 @@ pub(crate) struct Info {
     version: &'static str,
 }
 
+#[utoipa::path(get, path = "/info", operation_id = "admin_info", tag = "admin", responses((status = 200, description = "counts and settings", content_type = "application/json"), (status = 401, description = "no or a wrong admin password")))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Extension(config): Extension<Arc<AdminConfig>>,

@@ -123,11 +123,58 @@ pub fn router(state: AppState, fanout: events::Fanout, config: AdminConfig) -> R
     Router::new()
         .route("/", get(root))
         .route("/healthz", get(api::healthz))
+        .route("/openapi.json", get(openapi_json))
         .merge(protected)
         .layer(api::cors::layer())
         .with_state(state)
 }
 
-async fn root() -> &'static str {
+#[utoipa::path(get, path = "/", operation_id = "admin_root", tag = "admin", responses((status = 200, description = "a greeting", content_type = "text/plain")))]
+pub(crate) async fn root() -> &'static str {
     ROOT_TEXT
+}
+
+/// The admin listener's routes in the OpenAPI document (`GET /openapi.json` on the
+/// admin listener, `schemas/openapi-admin.json`), generated from the handlers'
+/// `#[utoipa::path]` annotations; the operator's event stream and the metrics
+/// listener's route are merged in by [`openapi`].
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Pubky homeserver admin API",
+        description = "The operator's API, on its own listener (`admin_listen`), every route but `/` and `/healthz` behind `X-Admin-Password`."
+    ),
+    paths(
+        root,
+        info::get,
+        signup_tokens::generate,
+        signup_tokens::generate_with_limits,
+        signup_tokens::list,
+        entries::delete,
+        users::disable,
+        users::enable,
+        users::get_quota,
+        users::patch_quota,
+        demo_users::generate,
+        openapi_json
+    )
+)]
+struct ApiDoc;
+
+/// The admin API's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = ApiDoc::openapi();
+    doc.merge(api::ApiDoc::openapi());
+    doc.merge(events::OperatorApiDoc::openapi());
+    doc.merge(api::MetricsApiDoc::openapi());
+    // `/readyz` is not on the admin listener.
+    doc.paths.paths.remove("/readyz");
+    doc
+}
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(get, path = "/openapi.json", tag = "admin", responses((status = 200, description = "the admin API's OpenAPI 3.1 document", content_type = "application/json")))]
+pub(crate) async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(openapi())
 }

@@ -24,12 +24,14 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
 /// `GET /generate_signup_token`: a token with the server's default limits, as text.
+#[utoipa::path(get, path = "/generate_signup_token", operation_id = "generate_signup_token", tag = "admin", responses((status = 200, description = "a new signup token", content_type = "text/plain"), (status = 401, description = "no or a wrong admin password")))]
 pub(crate) async fn generate(State(state): State<AppState>) -> Result<Response, ApiError> {
     mint(&state, UserLimits::default()).await
 }
 
 /// `POST /generate_signup_token` with a JSON body of limits (the quota fields, see
 /// `limits`; absent or `null` = the server default): the account it admits gets them.
+#[utoipa::path(post, path = "/generate_signup_token", operation_id = "generate_signup_token_with_limits", tag = "admin", request_body(content = serde_json::Value, description = "the limits of the user it signs up", content_type = "application/json"), responses((status = 200, description = "a new signup token", content_type = "text/plain"), (status = 400, description = "invalid limits"), (status = 401, description = "no or a wrong admin password")))]
 pub(crate) async fn generate_with_limits(
     State(state): State<AppState>,
     body: Bytes,
@@ -74,6 +76,7 @@ fn rfc3339(us: i64) -> String {
 }
 
 /// `GET /signup_tokens?limit&cursor&state=all|used|unused`: oldest first.
+#[utoipa::path(get, path = "/signup_tokens", operation_id = "list_signup_tokens", tag = "admin", responses((status = 200, description = "the signup tokens", content_type = "application/json"), (status = 401, description = "no or a wrong admin password")))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,

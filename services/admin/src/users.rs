@@ -62,6 +62,7 @@ async fn append_account(
 
 /// `POST /users/{user}/disable`: 200 `Ok`; the user's writes are refused from now on
 /// (reads, deletes and sign-in still work, as in the reference).
+#[utoipa::path(post, path = "/users/{user}/disable", operation_id = "disable_user", tag = "admin", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 200, description = "disabled"), (status = 401, description = "no or a wrong admin password"), (status = 404, description = "no such user")))]
 pub(crate) async fn disable(
     State(state): State<AppState>,
     Path(user): Path<String>,
@@ -73,6 +74,7 @@ pub(crate) async fn disable(
 }
 
 /// `POST /users/{user}/enable`: 200 `Ok`.
+#[utoipa::path(post, path = "/users/{user}/enable", operation_id = "enable_user", tag = "admin", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 200, description = "enabled"), (status = 401, description = "no or a wrong admin password"), (status = 404, description = "no such user")))]
 pub(crate) async fn enable(
     State(state): State<AppState>,
     Path(user): Path<String>,
@@ -84,6 +86,7 @@ pub(crate) async fn enable(
 }
 
 /// `GET /users/{user}/quota`: `{effective, overrides}`.
+#[utoipa::path(get, path = "/users/{user}/quota", tag = "admin", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 200, description = "the user's limits and usage", content_type = "application/json"), (status = 401, description = "no or a wrong admin password"), (status = 404, description = "no such user")))]
 pub(crate) async fn get_quota(
     State(state): State<AppState>,
     Path(user): Path<String>,
@@ -95,6 +98,7 @@ pub(crate) async fn get_quota(
 
 /// `PATCH /users/{user}/quota`: applies the patch (see `limits`), appends one
 /// `LimitsChanged` with the complete new overrides, answers like `GET`.
+#[utoipa::path(patch, path = "/users/{user}/quota", tag = "admin", params(("user" = String, Path, description = "the user's public key (z-base-32)")), request_body(content = serde_json::Value, content_type = "application/json"), responses((status = 200, description = "the new limits", content_type = "application/json"), (status = 400, description = "invalid limits"), (status = 401, description = "no or a wrong admin password"), (status = 404, description = "no such user")))]
 pub(crate) async fn patch_quota(
     State(state): State<AppState>,
     Path(user): Path<String>,

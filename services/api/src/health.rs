@@ -205,6 +205,7 @@ impl Health {
 }
 
 /// `GET /readyz` on the client listeners of the services with `AppState`.
+#[utoipa::path(get, path = "/readyz", tag = "server", responses((status = 200, description = "ready: Postgres, NATS and the projections in step"), (status = 503, description = "not ready, and why")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     state.health.readiness().await
 }
@@ -221,7 +222,8 @@ pub fn router(health: Health) -> Router {
         .with_state(health)
 }
 
-async fn metrics(State(health): State<Health>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations", description = "Prometheus metrics (OpenMetrics text), on the metrics listener (`metrics_listen`), not on the client or admin listeners.", responses((status = 200, description = "the metrics", content_type = "application/openmetrics-text")))]
+pub(crate) async fn metrics(State(health): State<Health>) -> Response {
     health.sample().await;
     (
         [(

@@ -48,6 +48,17 @@ pub fn now_secs() -> u64 {
 
 /// Liveness: the process answers. Readiness, which also probes the dependencies, is
 /// [`health::readyz`].
+#[utoipa::path(get, path = "/healthz", tag = "server", responses((status = 200, description = "the process is alive", content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
+
+/// The health routes of every client-facing listener in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz, health::readyz))]
+pub struct ApiDoc;
+
+/// The metrics listener's route, for the admin API's document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(health::metrics))]
+pub struct MetricsApiDoc;

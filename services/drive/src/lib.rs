@@ -19,9 +19,6 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-/// The page's path; the assets live under it.
-pub const PATH: &str = "/drive";
-
 /// Where the page may load from and talk to: only this server. `blob:` images are the
 /// previews the script builds from authenticated reads.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' blob: data:; \
@@ -35,18 +32,30 @@ const STYLE: &str = include_str!("../assets/drive.css");
 /// The explorer's routes, to merge into a client-facing router (any state).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route(
-            PATH,
-            get(|| async { asset("text/html; charset=utf-8", HTML) }),
-        )
-        .route(
-            "/drive/drive.js",
-            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/drive/drive.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
+        .route("/drive", get(page))
+        .route("/drive/drive.js", get(script))
+        .route("/drive/drive.css", get(style))
+}
+
+/// The explorer's routes in the OpenAPI document (`homeserver::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(page, script, style))]
+pub struct ApiDoc;
+
+/// The page (only with `drive_web_explorer`).
+#[utoipa::path(get, path = "/drive", operation_id = "drive_page", tag = "drive", params(("user" = Option<String>, Query, description = "a public key to fill in")), responses((status = 200, description = "the web drive", content_type = "text/html")))]
+async fn page() -> Response {
+    asset("text/html; charset=utf-8", HTML)
+}
+
+#[utoipa::path(get, path = "/drive/drive.js", operation_id = "drive_script", tag = "drive", responses((status = 200, description = "its script", content_type = "text/javascript")))]
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+#[utoipa::path(get, path = "/drive/drive.css", operation_id = "drive_style", tag = "drive", responses((status = 200, description = "its style", content_type = "text/css")))]
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

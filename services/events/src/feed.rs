@@ -26,6 +26,7 @@ pub const LOG_ID: HeaderName = HeaderName::from_static("pubky-log-id");
 pub const LOG_RESEEDED_THROUGH: HeaderName = HeaderName::from_static("pubky-log-reseeded-through");
 use axum::response::{IntoResponse, Response};
 
+#[utoipa::path(get, path = "/events/", operation_id = "events_feed", tag = "events", params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query), ("merkle_roots" = Option<bool>, Query)), responses((status = 200, description = "feed lines `PUT|DEL pubky://<user>/<path>`, then `cursor: <n>`", content_type = "text/plain"), (status = 400, description = "an invalid cursor or limit")))]
 pub async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let params = feed_params(uri.query())?;
     let after = match params.cursor {

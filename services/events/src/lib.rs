@@ -68,3 +68,13 @@ pub fn operator_router(fanout: Fanout) -> Router<AppState> {
         .route("/events-stream", get(sse::get_operator))
         .layer(Extension(fanout))
 }
+
+/// The client-facing feeds in the OpenAPI document (`homeserver::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(feed::get, sse::get, ws::get))]
+pub struct ApiDoc;
+
+/// The operator's stream, for the admin API's document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(sse::get_operator))]
+pub struct OperatorApiDoc;

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 /// Idle time after which a keep-alive comment is sent.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
+#[utoipa::path(get, path = "/events-stream", tag = "events", operation_id = "events_stream", params(("user" = Option<String>, Query, description = "one or more users, `user=<key>[:<cursor>]`"), ("live" = Option<bool>, Query), ("limit" = Option<u32>, Query), ("reverse" = Option<bool>, Query), ("path" = Option<String>, Query)), responses((status = 200, description = "Server-Sent Events", content_type = "text/event-stream"), (status = 400, description = "invalid parameters")))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(fanout): Extension<Fanout>,
@@ -44,6 +45,7 @@ pub async fn get(
 
 /// The operator's `GET /events-stream` (admin API): every user, private paths
 /// included. Mounted only behind the admin password.
+#[utoipa::path(get, path = "/events-stream", tag = "admin", operation_id = "operator_events_stream", responses((status = 200, description = "Server-Sent Events of every user, private paths included", content_type = "text/event-stream"), (status = 401, description = "no or a wrong admin password")))]
 pub async fn get_operator(
     State(state): State<AppState>,
     Extension(fanout): Extension<Fanout>,

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 
+#[utoipa::path(get, path = "/events-ws", operation_id = "events_websocket", tag = "events", responses((status = 101, description = "a WebSocket of the same events as /events-stream"), (status = 400, description = "invalid parameters")))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(fanout): Extension<Fanout>,

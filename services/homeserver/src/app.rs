@@ -51,6 +51,7 @@ pub fn client_facing(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::health::readyz))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::rate_limit::enforce,

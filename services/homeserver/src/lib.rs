@@ -15,6 +15,7 @@ pub mod archive_cli;
 pub mod archive_file;
 pub mod config;
 pub mod import;
+pub mod openapi;
 pub mod operator;
 pub mod pull;
 pub mod recovery;

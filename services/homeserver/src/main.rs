@@ -26,6 +26,12 @@ struct Cli {
 enum Command {
     /// Every service in one process.
     All,
+    /// Prints the OpenAPI 3.1 document of the client-facing API (or, with `--admin`,
+    /// of the admin API), as committed under `schemas/`.
+    Openapi {
+        #[arg(long)]
+        admin: bool,
+    },
     /// The gateway of a split deployment: Pubky TLS and plain HTTP, forwarding to the
     /// write-api, read-api and events services (`gateway_*` settings).
     Gateway,
@@ -223,6 +229,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Export { user, tree, out } => {
             let keypair = identity(&config)?;
             homeserver::archive_cli::export(&config, &keypair, &user, tree, &out).await
+        }
+        Command::Openapi { admin } => {
+            let doc = match admin {
+                true => homeserver::openapi::admin(),
+                false => homeserver::openapi::public(),
+            };
+            println!("{}", doc.to_pretty_json()?);
+            Ok(())
         }
         Command::VerifyArchive { archive } => homeserver::archive_cli::verify_archive(&archive),
         Command::Pull {

@@ -86,8 +86,9 @@ fn params(query: Option<&str>) -> Result<Params, ApiError> {
 }
 
 /// `GET /export/<user>`: one page, streamed.
+#[utoipa::path(get, path = "/export/{user}", tag = "export", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("tree" = Option<String>, Query, description = "`pub` (default) or `priv` (the user only)"), ("cursor" = Option<String>, Query), ("root" = Option<String>, Query, description = "the root the export began at"), ("limit" = Option<u32>, Query)), responses((status = 200, description = "one page of the account archive (docs/export.md); `Pubky-Export-Next` names the next cursor", content_type = "application/vnd.pubky.archive"), (status = 401, description = "the private tree without a session"), (status = 403, description = "the private tree of another user"), (status = 404, description = "unknown user"), (status = 409, description = "the tree changed since the export began")))]
 #[tracing::instrument(skip_all, fields(user = %segment))]
-async fn export(
+pub(crate) async fn export(
     State(state): State<AppState>,
     session: MaybeSession,
     Path(segment): Path<String>,

@@ -55,10 +55,12 @@ pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (&str, String)> {
     })
 }
 
+#[utoipa::path(get, path = "/", operation_id = "server_root", tag = "server", responses((status = 200, description = "`Pubky Homeserver`", content_type = "text/plain")))]
 pub async fn root() -> &'static str {
     "Pubky Homeserver"
 }
 
+#[utoipa::path(get, path = "/info", tag = "server", responses((status = 200, description = "the features this server has", content_type = "application/json")))]
 pub async fn info() -> Response {
     let body = serde_json::json!({ "features": FEATURES }).to_string();
     (
@@ -72,6 +74,7 @@ pub async fn info() -> Response {
 }
 
 /// `GET`/`HEAD /storage/<owner>/<path>`.
+#[utoipa::path(get, path = "/storage/{user}/{path}", tag = "storage", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("path" = String, Path, description = "the entry path below the user, starting with pub/ or priv/ (may hold slashes; a trailing slash lists a directory)")), responses((status = 200, description = "the file, or a listing of a directory"), (status = 304, description = "not modified"), (status = 400, description = "invalid path or query"), (status = 401, description = "a private path without a session"), (status = 403, description = "a session without read access"), (status = 404, description = "no such file or directory")))]
 pub async fn get_storage(
     State(state): State<AppState>,
     session: MaybeSession,
@@ -89,6 +92,7 @@ pub async fn get_storage(
 }
 
 /// `GET`/`HEAD /<path>` with the owner from `pubky-host`, `Host` or the query.
+#[utoipa::path(get, path = "/{path}", tag = "storage", params(("path" = String, Path, description = "the entry path below the user, starting with pub/ or priv/ (may hold slashes; a trailing slash lists a directory)")), description = "Legacy owner-relative storage: the owner comes from `pubky-host`, `Host` or the `pubky-host` query parameter. PUT and DELETE as on `/storage/{user}/{path}`.", responses((status = 200, description = "the file, or a listing of a directory"), (status = 400, description = "no owner or an invalid path"), (status = 404, description = "no such file or directory")))]
 pub async fn get_legacy(
     State(state): State<AppState>,
     session: MaybeSession,
@@ -151,3 +155,21 @@ async fn read(
     tenant::add_cache_headers(&mut response, &target.path, target.addressing);
     response
 }
+
+/// This service's routes in the OpenAPI document (`homeserver::openapi`), generated
+/// from the `#[utoipa::path]` annotations on the handlers.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    root,
+    info,
+    get_storage,
+    get_legacy,
+    merkle::root,
+    merkle::node,
+    merkle::nodes,
+    merkle::proof,
+    merkle_diff::diff,
+    versions::versions,
+    export::export
+))]
+pub struct ApiDoc;

@@ -97,7 +97,8 @@ pub(crate) fn finish(result: Result<Response, ApiError>, private: bool) -> Respo
 }
 
 /// `GET /merkle/<user>/root[?tree=priv]`: the user's root, signed by the homeserver.
-async fn root(
+#[utoipa::path(get, path = "/merkle/{user}/root", operation_id = "merkle_root", tag = "merkle", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("tree" = Option<String>, Query, description = "`priv` for the private tree (its readers only)")), responses((status = 200, description = "the root, signed by the homeserver", content_type = "application/json"), (status = 404, description = "unknown user")))]
+pub(crate) async fn root(
     State(state): State<AppState>,
     session: MaybeSession,
     Path(segment): Path<String>,
@@ -166,7 +167,8 @@ fn parse_hash(text: &str) -> Result<Hash, ApiError> {
 }
 
 /// `GET /merkle/<user>/nodes/<hash>[?tree=priv]`: one node's encoding.
-async fn node(
+#[utoipa::path(get, path = "/merkle/{user}/nodes/{hash}", operation_id = "merkle_node", tag = "merkle", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("hash" = String, Path, description = "the node hash, 64 hex digits")), responses((status = 200, description = "the node encoding", content_type = "application/octet-stream"), (status = 404, description = "unknown node")))]
+pub(crate) async fn node(
     State(state): State<AppState>,
     session: MaybeSession,
     Path((segment, hash)): Path<(String, String)>,
@@ -205,7 +207,8 @@ async fn node(
 /// bytes each; the answer is each known one as a 4-byte big-endian length and its
 /// encoding, in the order asked (unknown hashes, and nodes of the other tree, are left
 /// out). One diff round is one such request.
-async fn nodes(
+#[utoipa::path(post, path = "/merkle/{user}/nodes", operation_id = "merkle_nodes", tag = "merkle", params(("user" = String, Path, description = "the user's public key (z-base-32)")), request_body(content = Vec<u8>, description = "node hashes, 32 bytes each", content_type = "application/octet-stream"), responses((status = 200, description = "each known node as a 4-byte big-endian length and its encoding", content_type = "application/octet-stream"), (status = 400, description = "a body that is not whole hashes")))]
+pub(crate) async fn nodes(
     State(state): State<AppState>,
     session: MaybeSession,
     Path(segment): Path<String>,
@@ -253,7 +256,8 @@ async fn nodes(
 
 /// `GET /merkle/<user>/proof?path=...`: the inclusion or absence proof of a path under
 /// the current root of its tree (the private one for `/priv/...`, for its readers).
-async fn proof(
+#[utoipa::path(get, path = "/merkle/{user}/proof", operation_id = "merkle_proof", tag = "merkle", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("path" = String, Query, description = "the entry path")), responses((status = 200, description = "an inclusion or absence proof under the current root", content_type = "application/json"), (status = 400, description = "no or invalid path")))]
+pub(crate) async fn proof(
     State(state): State<AppState>,
     session: MaybeSession,
     Path(segment): Path<String>,

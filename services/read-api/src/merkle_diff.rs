@@ -54,6 +54,7 @@ impl DiffParams {
     }
 }
 
+#[utoipa::path(get, path = "/merkle/{user}/diff", operation_id = "merkle_diff", tag = "merkle", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("from" = String, Query, description = "a root the server still holds"), ("tree" = Option<String>, Query), ("limit" = Option<u32>, Query)), responses((status = 200, description = "the paths that differ", content_type = "application/json"), (status = 404, description = "unknown root (collected): diff with POST nodes")))]
 pub async fn diff(
     State(state): State<AppState>,
     session: MaybeSession,

@@ -73,7 +73,8 @@ fn parse(query: &str) -> Result<Params, ApiError> {
 }
 
 /// `GET`/`HEAD /versions/<owner>/<path>[?seq=<n> | ?limit&cursor]`.
-async fn versions(
+#[utoipa::path(get, path = "/versions/{user}/{path}", tag = "versions", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("path" = String, Path, description = "the entry path below the user, starting with pub/ or priv/ (may hold slashes; a trailing slash lists a directory)"), ("seq" = Option<u64>, Query, description = "one version by its event sequence"), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "the version list, or one version's bytes with `?seq`"), (status = 404, description = "no such path or version"), (status = 410, description = "that version has expired")))]
+pub(crate) async fn versions(
     State(state): State<AppState>,
     MaybeSession(session): MaybeSession,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,

@@ -29,3 +29,27 @@ pub fn router() -> Router<AppState> {
             .fallback(storage_other_methods),
     )
 }
+
+/// This service's routes in the OpenAPI document (`homeserver::openapi`), generated
+/// from the `#[utoipa::path]` annotations on the handlers. (`LOCK`/`UNLOCK` on
+/// `/storage/…` are not HTTP methods OpenAPI 3.1 can describe; the document says so.)
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    storage::put_storage,
+    storage::delete_storage,
+    storage::put_legacy,
+    storage::delete_legacy,
+    auth::grant::signup,
+    auth::grant::create_session,
+    auth::grant::get_session,
+    auth::grant::delete_session,
+    auth::grant::list_sessions,
+    auth::grant::revoke_session,
+    auth::cookie::signup,
+    auth::cookie::signin,
+    auth::cookie::get_session,
+    auth::cookie::signout,
+    auth::signup::token_status,
+    auth::account::delete_account
+))]
+pub struct ApiDoc;

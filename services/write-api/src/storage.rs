@@ -24,6 +24,7 @@ use log::Expected;
 use store::projection::ENTRY_OVERHEAD_BYTES;
 use store::users::UserRow;
 
+#[utoipa::path(put, path = "/storage/{user}/{path}", tag = "storage", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("path" = String, Path, description = "the entry path below the user, starting with pub/ or priv/ (may hold slashes; a trailing slash lists a directory)")), request_body(content = Vec<u8>, description = "the file content", content_type = "application/octet-stream"), responses((status = 201, description = "stored; `ETag` names the content"), (status = 400, description = "invalid path"), (status = 401, description = "no session"), (status = 403, description = "no write access"), (status = 409, description = "a file or directory in the way"), (status = 412, description = "`If-Match` / `If-None-Match` / `If` not met"), (status = 413, description = "over the quota"), (status = 423, description = "locked by another lock token"), (status = 503, description = "a dependency is down; `Retry-After`")))]
 #[tracing::instrument(skip_all, fields(event_seq))]
 pub async fn put_storage(
     State(state): State<AppState>,
@@ -35,6 +36,7 @@ pub async fn put_storage(
     respond(write_path_addressed(&state, session, &uri, &headers, Some(body)).await)
 }
 
+#[utoipa::path(delete, path = "/storage/{user}/{path}", tag = "storage", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("path" = String, Path, description = "the entry path below the user, starting with pub/ or priv/ (may hold slashes; a trailing slash lists a directory)")), responses((status = 204, description = "deleted"), (status = 401, description = "no session"), (status = 403, description = "no write access"), (status = 404, description = "no such file"), (status = 423, description = "locked by another lock token")))]
 #[tracing::instrument(skip_all, fields(event_seq))]
 pub async fn delete_storage(
     State(state): State<AppState>,
@@ -45,6 +47,7 @@ pub async fn delete_storage(
     respond(write_path_addressed(&state, session, &uri, &headers, None).await)
 }
 
+#[utoipa::path(put, path = "/{path}", tag = "storage", params(("path" = String, Path, description = "the entry path below the user, starting with pub/ or priv/ (may hold slashes; a trailing slash lists a directory)")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "stored"), (status = 401, description = "no session")))]
 #[tracing::instrument(skip_all, fields(event_seq))]
 pub async fn put_legacy(
     State(state): State<AppState>,
@@ -56,6 +59,7 @@ pub async fn put_legacy(
     respond(write_legacy(&state, session, &uri, &headers, Some(body)).await)
 }
 
+#[utoipa::path(delete, path = "/{path}", tag = "storage", params(("path" = String, Path, description = "the entry path below the user, starting with pub/ or priv/ (may hold slashes; a trailing slash lists a directory)")), responses((status = 204, description = "deleted"), (status = 401, description = "no session"), (status = 404, description = "no such file")))]
 #[tracing::instrument(skip_all, fields(event_seq))]
 pub async fn delete_legacy(
     State(state): State<AppState>,

@@ -25,6 +25,7 @@ mod log_pairing;
 mod merkle;
 mod merkle_sync;
 mod metrics;
+mod openapi;
 mod private_matrix;
 mod rate_limits;
 mod readiness;

@@ -34,6 +34,7 @@ use super::{append, no_session, retry, root_required};
 /// found`); a proof that does not verify (as `POST /auth/grant/session`: 400/401), is
 /// not a root grant (403), or reuses a PoP nonce (401); no account for the key (404
 /// `Not Found`).
+#[utoipa::path(delete, path = "/account", tag = "auth", request_body(content = serde_json::Value, description = "`{grant, pop}` of a root grant", content_type = "application/json"), responses((status = 204, description = "every file, session and grant of the user removed in one event"), (status = 401, description = "no proof or a used nonce"), (status = 403, description = "not a root grant"), (status = 404, description = "no account for the key")))]
 #[tracing::instrument(skip_all, fields(user = tracing::field::Empty, event_seq = tracing::field::Empty))]
 pub(crate) async fn delete_account(
     State(state): State<AppState>,

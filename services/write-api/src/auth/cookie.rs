@@ -38,6 +38,7 @@ use super::{append, no_session, parse_stored, retry};
 const COOKIE_MAX_AGE_SECS: u64 = 31_536_000;
 
 /// `POST /signup[?signup_token=]`: body = AuthToken; creates the user and a session.
+#[utoipa::path(post, path = "/signup", operation_id = "cookie_signup", tag = "auth", params(("signup_token" = Option<String>, Query)), request_body(content = Vec<u8>, description = "an AuthToken", content_type = "application/octet-stream"), responses((status = 200, description = "the session record and its cookie"), (status = 400, description = "a malformed token"), (status = 401, description = "a bad or replayed token, an unknown or used signup token"), (status = 409, description = "the user exists")))]
 #[tracing::instrument(skip_all, fields(user = tracing::field::Empty, event_seq = tracing::field::Empty))]
 pub(crate) async fn signup(
     State(state): State<AppState>,
@@ -59,6 +60,7 @@ pub(crate) async fn signup(
 }
 
 /// `POST /session`: body = AuthToken of an existing (possibly disabled) user.
+#[utoipa::path(post, path = "/session", tag = "auth", request_body(content = Vec<u8>, description = "an AuthToken", content_type = "application/octet-stream"), responses((status = 200, description = "the session record and its cookie"), (status = 401, description = "a bad or replayed token"), (status = 404, description = "no such user")))]
 #[tracing::instrument(skip_all, fields(user = tracing::field::Empty, event_seq = tracing::field::Empty))]
 pub(crate) async fn signin(
     State(state): State<AppState>,
@@ -71,6 +73,7 @@ pub(crate) async fn signin(
 }
 
 /// `GET /session`: the cookie session of the request tenant; `created_at` in seconds.
+#[utoipa::path(get, path = "/session", operation_id = "get_cookie_session", tag = "auth", responses((status = 200, description = "the cookie session record"), (status = 401, description = "no cookie session")))]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn get_session(
     State(state): State<AppState>,
@@ -95,6 +98,7 @@ pub(crate) async fn get_session(
 
 /// `DELETE /session`: ends the tenant's cookie session if the request carries one, and
 /// always answers 200 with a removal cookie.
+#[utoipa::path(delete, path = "/session", tag = "auth", responses((status = 200, description = "signed out; a removal cookie")))]
 #[tracing::instrument(skip_all, fields(event_seq = tracing::field::Empty))]
 pub(crate) async fn signout(
     State(state): State<AppState>,

@@ -107,6 +107,7 @@ fn foreign_grant() -> ApiError {
 /// The PoP nonce is checked before the user's existence and recorded in the
 /// `UserSignedUp` event, so a replayed signup proof meets `401 PoP nonce already used`
 /// (spec §3.4: PoP, then nonce, then user creation).
+#[utoipa::path(post, path = "/auth/grant/signup", operation_id = "grant_signup", tag = "auth", request_body(content = serde_json::Value, description = "`{grant, pop}` (and `signup_token` when required)", content_type = "application/json"), responses((status = 201, description = "the user and a grant session"), (status = 400, description = "a malformed grant or token"), (status = 401, description = "a bad proof, a used nonce, an unknown or used signup token"), (status = 409, description = "the user exists")))]
 #[tracing::instrument(skip_all, fields(user = tracing::field::Empty))]
 pub(crate) async fn signup(
     State(state): State<AppState>,
@@ -132,6 +133,7 @@ pub(crate) async fn signup(
 }
 
 /// `POST /auth/grant/session`: exchange a grant and a fresh PoP for a bearer.
+#[utoipa::path(post, path = "/auth/grant/session", tag = "auth", request_body(content = serde_json::Value, description = "`{grant, pop}`", content_type = "application/json"), responses((status = 200, description = "`{token, session}`: the bearer token", content_type = "application/json"), (status = 401, description = "a bad grant or proof"), (status = 404, description = "no such user"), (status = 409, description = "the grant's session slots are full"), (status = 429, description = "session issuance rate")))]
 #[tracing::instrument(skip_all, fields(user = tracing::field::Empty, event_seq = tracing::field::Empty))]
 pub(crate) async fn create_session(
     State(state): State<AppState>,
@@ -214,6 +216,7 @@ pub(crate) async fn create_session(
 
 /// `GET /auth/grant/session`: the bearer's session. A cookie session is not one (401
 /// `Unauthorized`).
+#[utoipa::path(get, path = "/auth/grant/session", operation_id = "get_grant_session", tag = "auth", responses((status = 200, description = "the bearer's session", content_type = "application/json"), (status = 401, description = "no bearer session")))]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn get_session(
     State(state): State<AppState>,
@@ -258,6 +261,7 @@ fn split_list(list: &str) -> Vec<String> {
 /// meets `401 PoP nonce already used` (§14 item 8). A fresh proof for a grant that is
 /// already revoked still appends a `GrantRevoked` (a no-op for the projections) to
 /// record its nonce.
+#[utoipa::path(delete, path = "/auth/grant/session", operation_id = "delete_grant_session", tag = "auth", responses((status = 204, description = "the grant is revoked"), (status = 401, description = "no bearer session or a used nonce")))]
 #[tracing::instrument(skip_all, fields(event_seq = tracing::field::Empty))]
 pub(crate) async fn delete_session(
     State(state): State<AppState>,
@@ -298,6 +302,7 @@ pub(crate) async fn delete_session(
 }
 
 /// `GET /auth/grant/sessions`: the caller's live grants; needs the root capability.
+#[utoipa::path(get, path = "/auth/grant/sessions", tag = "auth", responses((status = 200, description = "the caller's live grants", content_type = "application/json"), (status = 401, description = "no session"), (status = 403, description = "not a root grant")))]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
@@ -325,6 +330,7 @@ fn grant_info(row: GrantRow) -> GrantInfo {
 }
 
 /// `DELETE /auth/grant/session/{gid}`: revoke one of the caller's grants (root only).
+#[utoipa::path(delete, path = "/auth/grant/session/{gid}", tag = "auth", params(("gid" = String, Path, description = "the grant id")), responses((status = 204, description = "revoked"), (status = 401, description = "no session"), (status = 403, description = "not a root grant"), (status = 404, description = "no such grant of the caller")))]
 #[tracing::instrument(skip_all, fields(event_seq = tracing::field::Empty))]
 pub(crate) async fn revoke_session(
     State(state): State<AppState>,

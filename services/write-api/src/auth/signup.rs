@@ -152,6 +152,7 @@ struct TokenStatus {
 }
 
 /// `GET /signup_tokens/{token}`: whether a token can still be used.
+#[utoipa::path(get, path = "/signup_tokens/{token}", tag = "auth", params(("token" = String, Path)), responses((status = 200, description = "`valid` or `used`", content_type = "application/json"), (status = 400, description = "not a signup token"), (status = 404, description = "unknown token")))]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn token_status(
     State(state): State<AppState>,
