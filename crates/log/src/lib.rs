@@ -299,7 +299,7 @@ impl EventLog {
                 Ok(ack) => return Ok(EventSeq(ack.sequence)),
                 Err(e) => match e.kind() {
                     jetstream::context::PublishErrorKind::WrongLastSequence => {
-                        return self.settle(&checked, &event.request_id).await;
+                        return self.settle(&checked, &event.request_id, expected).await;
                     }
                     jetstream::context::PublishErrorKind::TimedOut
                     | jetstream::context::PublishErrorKind::BrokenPipe
@@ -312,34 +312,72 @@ impl EventLog {
                 },
             }
         }
+        // Every attempt went unanswered, but any of them may have been stored: learn
+        // which before giving up, so the caller never reports a stored event as failed
+        // (its client would retry it as a second event).
+        if let Expected::LastSeq(_) = expected {
+            match self.settle(&checked, &event.request_id, expected).await {
+                Ok(seq) => return Ok(seq),
+                Err(AppendError::Conflict { .. }) => {} // not stored: a plain outage
+                Err(e) => tracing::warn!(error = %e, "outcome of an unacknowledged append unknown"),
+            }
+        }
         Err(LogError::Unavailable(last_error).into())
     }
 
-    /// After an expected-sequence failure: if the last message on the checked subjects
-    /// is ours, an earlier attempt was stored and this append succeeded; otherwise it is
-    /// a conflict.
-    async fn settle(&self, subject: &str, request_id: &str) -> Result<EventSeq, AppendError> {
+    /// After an expected-sequence failure, or attempts that all went unanswered: if one
+    /// of the messages appended to the checked subjects after the expected one is ours,
+    /// an earlier attempt was stored and this append succeeded; otherwise it is a
+    /// conflict. Not only the last one: another instance may have appended after our
+    /// stored attempt, and calling that a conflict would make the caller append again.
+    async fn settle(
+        &self,
+        subject: &str,
+        request_id: &str,
+        expected: Expected,
+    ) -> Result<EventSeq, AppendError> {
+        /// Messages of one user appended within the retries of one request: a handful.
+        const LOOK_BACK: usize = 64;
         let stream = self
             .js
             .get_stream(&self.config.stream)
             .await
             .map_err(unavailable)?;
-        match stream.get_last_raw_message_by_subject(subject).await {
-            Ok(last) => {
-                let ours = last
-                    .headers
-                    .get(header::NATS_MESSAGE_ID)
-                    .is_some_and(|id| id.as_str() == request_id);
-                if ours {
-                    Ok(EventSeq(last.sequence))
-                } else {
-                    Err(AppendError::Conflict {
-                        current: Some(EventSeq(last.sequence)),
-                    })
+        let ours = |message: &jetstream::message::StreamMessage| {
+            message
+                .headers
+                .get(header::NATS_MESSAGE_ID)
+                .is_some_and(|id| id.as_str() == request_id)
+        };
+        let mut current = None;
+        if let Expected::LastSeq(after) = expected {
+            let mut from = after.0 + 1;
+            for _ in 0..LOOK_BACK {
+                match stream
+                    .direct_get_next_for_subject(subject, Some(from))
+                    .await
+                {
+                    Ok(message) if ours(&message) => return Ok(EventSeq(message.sequence)),
+                    Ok(message) => {
+                        current = Some(EventSeq(message.sequence));
+                        from = message.sequence + 1;
+                    }
+                    Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
+                        return Err(AppendError::Conflict { current });
+                    }
+                    Err(e) => return Err(unavailable(e).into()),
                 }
             }
+        }
+        // Expected nothing, or more appended since than one request's retries explain:
+        // the last message decides.
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(last) if ours(&last) => Ok(EventSeq(last.sequence)),
+            Ok(last) => Err(AppendError::Conflict {
+                current: Some(EventSeq(last.sequence)),
+            }),
             Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-                Err(AppendError::Conflict { current: None })
+                Err(AppendError::Conflict { current })
             }
             Err(e) => Err(unavailable(e).into()),
         }

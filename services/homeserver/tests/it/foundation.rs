@@ -189,6 +189,41 @@ async fn stale_expected_sequences_are_refused_and_retries_are_not_stored_twice()
     assert!(log.append(&next, Expected::LastSeq(stored)).await.is_ok());
 }
 
+/// A retried append whose first attempt was stored, when another instance has
+/// appended for the same user since: settled as the stored event, not as a conflict
+/// (which would make the writer append it a second time).
+#[tokio::test]
+async fn a_retry_is_settled_as_stored_after_another_instances_write() {
+    let env = testkit::TestEnv::new().await;
+    let log = EventLog::connect(env.log.clone()).await.expect("log");
+    let user = Keypair::random();
+    let ours = file_put(&user, "/pub/ours", 1);
+    let stored = log
+        .append(&ours, Expected::LastSeq(EventSeq(0)))
+        .await
+        .unwrap();
+    let theirs = log
+        .append(
+            &file_put(&user, "/pub/theirs", 1),
+            Expected::LastSeq(stored),
+        )
+        .await
+        .unwrap();
+    // The retry of the first request (its acknowledgement was lost), after theirs.
+    let again = log
+        .append(&ours, Expected::LastSeq(EventSeq(0)))
+        .await
+        .unwrap();
+    assert_eq!(again, stored, "the stored attempt, not a conflict");
+    assert_eq!(log.head().await.unwrap(), theirs, "nothing stored twice");
+    // A different request with the same stale expectation is still a conflict.
+    let other = file_put(&user, "/pub/other", 1);
+    assert!(matches!(
+        log.append(&other, Expected::LastSeq(EventSeq(0))).await,
+        Err(AppendError::Conflict { current: Some(seq) }) if seq == theirs
+    ));
+}
+
 #[tokio::test]
 async fn a_projector_killed_mid_stream_resumes_without_loss_or_duplicates() {
     let env = testkit::TestEnv::new().await;
