@@ -108,7 +108,7 @@ impl AppState {
                 // they come from another log, and would never apply this event. Not
                 // acknowledged, and no write is until an operator resolves it.
                 let text = format!(
-                    "the event log does not match its projections: it stored event {} at                      sequence {}, but the projections have already applied events up to {}. {}",
+                    "the event log does not match its projections: it stored event {} at sequence {}, but the projections have already applied events up to {}. {}",
                     event.request_id,
                     seq.0,
                     projected_before.0,

@@ -204,9 +204,7 @@ async fn put(
     body: Body,
     mut user: UserRow,
 ) -> Result<Response, ApiError> {
-    if user.disabled {
-        return Err(ApiError::forbidden("User is disabled"));
-    }
+    check_not_disabled(&user)?;
     let path = target.path.as_str();
     // Locks are decided before a byte of the body is read, and again below.
     crate::lock::check_write(state, target, headers).await?;
@@ -262,6 +260,9 @@ async fn put(
     let request_id = uuid::Uuid::now_v7().to_string();
     for _ in 0..MAX_ATTEMPTS {
         let mut user = existing_user(state, &target.owner).await?;
+        // Again under the lock: the operator may have disabled the user (or changed
+        // the limits checked below) while the body was streaming.
+        check_not_disabled(&user)?;
         check_allowed_path(&user, &target.path)?;
         let overlay = state.pending.overlay(&target.owner, user.file_seq);
         if overlay.touches_tree_of(path) {
@@ -432,6 +433,14 @@ fn quota_room(state: &AppState, user: &UserRow, previous_size: Option<u64>) -> O
     let limit = limit_mb.saturating_mul(1024 * 1024) as i64;
     let freed = previous_size.map_or(-ENTRY_OVERHEAD_BYTES, |size| size as i64);
     Some((limit - user.used_bytes + freed).max(0) as u64)
+}
+
+/// Disabled users may read, sign in and delete, but not write (spec).
+fn check_not_disabled(user: &UserRow) -> Result<(), ApiError> {
+    match user.disabled {
+        true => Err(ApiError::forbidden("User is disabled")),
+        false => Ok(()),
+    }
 }
 
 fn check_allowed_path(user: &UserRow, path: &EntryPath) -> Result<(), ApiError> {

@@ -379,6 +379,47 @@ async fn signup_tokens_are_minted_with_limits_and_listed() {
     assert_eq!(minted.len(), 3, "every mint is an operator event");
 }
 
+/// A user disabled while their upload is still streaming: the write is checked again
+/// under the user's lock, so it is refused and nothing of it becomes visible.
+#[tokio::test]
+async fn a_disable_during_an_upload_refuses_the_upload() {
+    let s = start().await;
+    let u = s.user().await;
+    use futures::SinkExt;
+    let (mut chunks, body) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let upload = s
+        .http
+        .put(s.storage(&u, "/pub/late.bin"))
+        .bearer_auth(&u.token)
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let upload = tokio::spawn(upload);
+    chunks.send(Ok(vec![1u8; 64 * 1024])).await.unwrap();
+    let (status, _) = text(admin(
+        &s,
+        Method::POST,
+        &format!("/users/{}/disable", u.z32()),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    chunks.send(Ok(vec![2u8; 64 * 1024])).await.unwrap();
+    drop(chunks);
+    let response = upload.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(response.text().await.unwrap(), "User is disabled");
+    let r = s
+        .http
+        .get(s.storage(&u, "/pub/late.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "nothing of it is visible"
+    );
+}
+
 #[tokio::test]
 async fn a_disabled_user_cannot_write_but_can_read_and_delete_until_enabled() {
     let s = start().await;
