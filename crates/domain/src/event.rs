@@ -192,6 +192,20 @@ pub enum Change {
         path: String,
         token_hash: Digest,
     },
+    /// An empty folder was made (WebDAV `MKCOL`). `path` ends with `/`. Folders are
+    /// otherwise implied by the files under them; this one exists, empty or not,
+    /// until a `tree_deleted` or `tree_copied` (a move) removes it. Files of the
+    /// Merkle tree are unchanged.
+    DirCreated {
+        path: String,
+    },
+    /// A folder and everything under it were deleted in one event (WebDAV `DELETE` of
+    /// a collection): atomic on the log, where a file-by-file delete could stop
+    /// half-way. `path` ends with `/`. The feeds show each removed file as a `DEL`
+    /// line of this event.
+    TreeDeleted {
+        path: String,
+    },
 }
 
 /// Which family of subjects an event travels on: the log keeps one subject per user
@@ -224,7 +238,9 @@ impl Change {
             | Change::FileDeleted { .. }
             | Change::LockAcquired { .. }
             | Change::LockRefreshed { .. }
-            | Change::LockReleased { .. } => SubjectFamily::Files,
+            | Change::LockReleased { .. }
+            | Change::DirCreated { .. }
+            | Change::TreeDeleted { .. } => SubjectFamily::Files,
             Change::SignupTokenMinted { .. } => SubjectFamily::Operator,
             _ => SubjectFamily::Account,
         }
@@ -248,6 +264,8 @@ impl Change {
             Change::LockAcquired { .. } => "lock_acquired",
             Change::LockRefreshed { .. } => "lock_refreshed",
             Change::LockReleased { .. } => "lock_released",
+            Change::DirCreated { .. } => "dir_created",
+            Change::TreeDeleted { .. } => "tree_deleted",
         }
     }
 }
@@ -372,6 +390,16 @@ impl Visibility {
 }
 
 impl Change {
+    /// Whether the event changes files it does not list (an account deletion, a folder
+    /// operation): the projector writes them as the event's lines in the feed, and
+    /// readers of the log that need the files read those lines.
+    pub fn has_feed_lines(&self) -> bool {
+        matches!(
+            self,
+            Change::AccountDeleted { .. } | Change::TreeDeleted { .. }
+        )
+    }
+
     /// The visibility of a file event (locks included: a lock on a private path is
     /// private too); `None` for events that are not about a file.
     pub fn visibility(&self) -> Option<Visibility> {
@@ -380,7 +408,9 @@ impl Change {
             | Change::FileDeleted { path }
             | Change::LockAcquired { path, .. }
             | Change::LockRefreshed { path, .. }
-            | Change::LockReleased { path, .. } => Some(Visibility::of_path(path)),
+            | Change::LockReleased { path, .. }
+            | Change::DirCreated { path }
+            | Change::TreeDeleted { path } => Some(Visibility::of_path(path)),
             _ => None,
         }
     }

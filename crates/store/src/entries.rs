@@ -29,8 +29,23 @@ pub struct ListQuery<'a> {
     pub shallow: bool,
 }
 
+/// An `entries` row selected with the columns of [`EntryRow`].
+pub(crate) fn entry_row(row: &sqlx::postgres::PgRow) -> Result<EntryRow> {
+    let hash: Vec<u8> = row.get("content_hash");
+    Ok(EntryRow {
+        path: row.get("path"),
+        content_hash: hash
+            .try_into()
+            .map_err(|_| crate::StoreError::Corrupt("content hash is not 32 bytes".into()))?,
+        size: row.get::<i64, _>("size") as u64,
+        content_type: row.get("content_type"),
+        modified_us: row.get::<i64, _>("modified_us") as u64,
+        seq: EventSeq(row.get::<i64, _>("seq") as u64),
+    })
+}
+
 /// The end of the key range of directory `dir` (which ends with `/`).
-fn dir_end(dir: &str) -> String {
+pub(crate) fn dir_end(dir: &str) -> String {
     let mut end = dir[..dir.len() - 1].to_string();
     end.push('0');
     end
@@ -46,20 +61,7 @@ impl Store {
         .bind(path)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            let hash: Vec<u8> = row.get("content_hash");
-            Ok(EntryRow {
-                path: row.get("path"),
-                content_hash: hash.try_into().map_err(|_| {
-                    crate::StoreError::Corrupt("content hash is not 32 bytes".into())
-                })?,
-                size: row.get::<i64, _>("size") as u64,
-                content_type: row.get("content_type"),
-                modified_us: row.get::<i64, _>("modified_us") as u64,
-                seq: EventSeq(row.get::<i64, _>("seq") as u64),
-            })
-        })
-        .transpose()
+        row.as_ref().map(entry_row).transpose()
     }
 
     /// True when at least one entry lies under `dir`.

@@ -8,6 +8,8 @@
 pub mod account_deletion;
 pub mod admin;
 pub mod auth;
+pub mod dav;
+mod dav_tree;
 pub mod entries;
 pub mod export;
 pub mod feed;

@@ -416,6 +416,12 @@ async fn apply(
             .await?;
             return Ok(());
         }
+        Change::DirCreated { path } => {
+            return crate::dav_tree::dir_created(tx, &user, seq, path).await;
+        }
+        Change::TreeDeleted { path } => {
+            return crate::dav_tree::tree_deleted(tx, trees, &user, seq, ts, path).await;
+        }
         Change::UserDisabled | Change::UserEnabled => {
             sqlx::query("UPDATE users SET disabled = $2 WHERE pubkey = $1")
                 .bind(&user)

@@ -76,9 +76,19 @@ pub async fn bearer_session(
     headers: &HeaderMap,
     state: &AppState,
 ) -> Result<Option<Session>, ApiError> {
-    let Some(token) = bearer_token(headers) else {
-        return Ok(None);
-    };
+    match bearer_token(headers) {
+        Some(token) => token_session(&token, state).await,
+        None => Ok(None),
+    }
+}
+
+/// The session of a bearer token however it was presented (`Authorization: Bearer`, or
+/// the password of WebDAV's Basic credentials): none when it is unknown, expired or its
+/// grant revoked.
+pub async fn token_session(
+    token: &BearerToken,
+    state: &AppState,
+) -> Result<Option<Session>, ApiError> {
     let Some(found) = state.store.bearer_session(&token.hash()).await? else {
         return Ok(None);
     };

@@ -261,7 +261,7 @@ async fn upstream(
                     } else {
                         None
                     };
-                    if let Change::AccountDeleted { .. } = logged.event.change {
+                    if logged.event.change.has_feed_lines() {
                         // The log's event lists no files: its lines are in Postgres.
                         for line in event_lines(&roots.store, logged.seq).await {
                             let _ = files.send(Arc::new(FileEvent::from(line)));

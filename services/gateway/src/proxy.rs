@@ -116,6 +116,8 @@ fn upstream_of<'a>(upstreams: &'a Upstreams, method: &Method, path: &str) -> &'a
         // history (whatever the method: the read-api answers 405, not the write-api).
         &upstreams.read_api
     } else if auth
+        || path == "/dav"
+        || path.starts_with("/dav/")
         || matches!(*method, Method::PUT | Method::DELETE | Method::POST)
         || matches!(method.as_str(), "LOCK" | "UNLOCK")
     {

@@ -32,7 +32,23 @@ pub fn router(state: AppState, fanout: events::Fanout, config: &Config) -> Route
         .merge(events::router(fanout))
         .merge(optional_pages(config))
         .fallback(legacy);
-    client_facing(routes, state)
+    client_facing(routes, state.clone()).merge(dav(state))
+}
+
+/// WebDAV (`/dav/<user>/`) with the rate limits and request metrics of the other
+/// client-facing routes, but outside their CORS layer, which would answer WebDAV's
+/// `OPTIONS` itself (`webdav` handles CORS for its routes).
+pub fn dav(state: AppState) -> Router {
+    webdav::router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::rate_limit::enforce,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            api::metrics::track,
+        ))
+        .with_state(state)
 }
 
 /// The pages this server serves only when configured to: the `/drive` explorer. A

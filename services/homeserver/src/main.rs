@@ -387,7 +387,11 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
             state.store.clone(),
         )),
     };
-    let router = homeserver::app::client_facing(router, state.clone());
+    let mut router = homeserver::app::client_facing(router, state.clone());
+    if let Service::WriteApi = service {
+        // WebDAV reads and writes; the gateway sends every `/dav` request here.
+        router = router.merge(homeserver::app::dav(state.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     println!("{service:?} listening on http://{}", listener.local_addr()?);
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);

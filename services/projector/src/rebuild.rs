@@ -26,6 +26,7 @@ const TABLES: &[&str] = &[
     "used_nonces",
     "deleted_users",
     "entry_locks",
+    "dav_dirs",
 ];
 
 /// The columns of `events` every projection run writes the same way.

@@ -91,6 +91,10 @@ pub async fn verify(
                 Change::FileDeleted { path } => {
                     replayed.remove(&path);
                 }
+                Change::TreeDeleted { path } => {
+                    let file = path.trim_end_matches('/').to_string();
+                    replayed.retain(|p, _| !p.starts_with(&path) && *p != file);
+                }
                 _ => {}
             }
             if logged.seq.0 == snapshot.file_seq {

@@ -120,7 +120,9 @@ pub async fn get_legacy(
     }
 }
 
-async fn read(
+/// A read of `target` (authorization, file or listing, validators and cache headers),
+/// whatever route named it: `/storage/`, legacy paths, and WebDAV's `GET`/`HEAD`.
+pub async fn read(
     state: &AppState,
     MaybeSession(session): MaybeSession,
     peer: Option<std::net::IpAddr>,

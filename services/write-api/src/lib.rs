@@ -7,7 +7,10 @@ mod storage;
 
 pub use auth::mint_signup_token;
 pub use lock::{STORAGE_METHODS, method_not_allowed, storage_other_methods};
-pub use storage::{delete_legacy, delete_storage, operator_delete, put_legacy, put_storage};
+pub use storage::{
+    check_allowed_path, delete_legacy, delete_storage, existing_user, operator_delete, put_legacy,
+    put_storage, write,
+};
 
 use api::AppState;
 use axum::Router;

@@ -134,7 +134,9 @@ fn require_session(session: Option<Session>) -> Result<Session, ApiError> {
     session.ok_or_else(|| ApiError::unauthorized("No authenticated session found"))
 }
 
-async fn write(
+/// A `PUT` (with a body) or `DELETE` of `target` by `session`, whatever route named
+/// it: `/storage/`, legacy paths, and WebDAV.
+pub async fn write(
     state: &AppState,
     session: &Session,
     target: &StorageTarget,
@@ -186,10 +188,8 @@ pub async fn operator_delete(
     .await
 }
 
-pub(crate) async fn existing_user(
-    state: &AppState,
-    owner: &PublicKey,
-) -> Result<UserRow, ApiError> {
+/// The owner's row, or 404 `Not Found`.
+pub async fn existing_user(state: &AppState, owner: &PublicKey) -> Result<UserRow, ApiError> {
     state
         .store
         .user(owner)
@@ -443,7 +443,9 @@ fn check_not_disabled(user: &UserRow) -> Result<(), ApiError> {
     }
 }
 
-fn check_allowed_path(user: &UserRow, path: &EntryPath) -> Result<(), ApiError> {
+/// The operator's write-path limits of the user (`allowed_write_paths`): 403 when
+/// `path` (a file, or a folder a WebDAV operation changes as a whole) is outside them.
+pub fn check_allowed_path(user: &UserRow, path: &EntryPath) -> Result<(), ApiError> {
     let Some(allowed) = &user.allowed_write_paths else {
         return Ok(());
     };

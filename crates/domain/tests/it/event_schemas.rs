@@ -24,7 +24,7 @@ const SUFFIX: &str = ".schema.json";
 /// How many variants `Change` has. [`variant_index`] has no wildcard arm, so adding a
 /// variant does not compile until it is listed there, and then the coverage test fails
 /// until this number, a sample and a schema file are added too.
-const VARIANTS: usize = 15;
+const VARIANTS: usize = 17;
 
 fn variant_index(change: &Change) -> usize {
     match change {
@@ -43,6 +43,8 @@ fn variant_index(change: &Change) -> usize {
         Change::LockAcquired { .. } => 12,
         Change::LockRefreshed { .. } => 13,
         Change::LockReleased { .. } => 14,
+        Change::DirCreated { .. } => 15,
+        Change::TreeDeleted { .. } => 16,
     }
 }
 
@@ -284,6 +286,18 @@ fn samples() -> Vec<Event> {
             Change::LockReleased {
                 path: "/pub/example.app/doc.txt".into(),
                 token_hash: sha256("opaquelocktoken:0f8b3c2e-7d4a-4b1e-9c6a-2f5d8e1a3b7c"),
+            },
+        ),
+        (
+            user,
+            Change::DirCreated {
+                path: "/pub/example.app/albums/".into(),
+            },
+        ),
+        (
+            user,
+            Change::TreeDeleted {
+                path: "/priv/example.app/drafts/".into(),
             },
         ),
     ];
@@ -667,7 +681,21 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             what: "directory-shaped path",
-            apply: |e| e.contains_key("path") && replace(e, "path", json!("/pub/app/")),
+            apply: |e| {
+                e.get("path")
+                    .and_then(Value::as_str)
+                    .is_some_and(|path| !path.ends_with('/'))
+                    && replace(e, "path", json!("/pub/app/"))
+            },
+        },
+        Tamper {
+            what: "file-shaped folder path",
+            apply: |e| {
+                e.get("path")
+                    .and_then(Value::as_str)
+                    .is_some_and(|path| path.ends_with('/'))
+                    && replace(e, "path", json!("/pub/app/x.json"))
+            },
         },
         Tamper {
             what: "path with an empty segment",
@@ -820,14 +848,23 @@ fn tampered_samples_are_rejected() {
             ]),
             "path without the leading slash"
             | "path outside /pub/ and /priv/"
-            | "directory-shaped path"
             | "path with an empty segment" => kinds(&[
                 "file_put",
                 "file_deleted",
                 "lock_acquired",
                 "lock_refreshed",
                 "lock_released",
+                "dir_created",
+                "tree_deleted",
             ]),
+            "directory-shaped path" => kinds(&[
+                "file_put",
+                "file_deleted",
+                "lock_acquired",
+                "lock_refreshed",
+                "lock_released",
+            ]),
+            "file-shaped folder path" => kinds(&["dir_created", "tree_deleted"]),
             "client_key not z32" | "a grant capability without actions" => {
                 kinds(&["grant_session_created"])
             }

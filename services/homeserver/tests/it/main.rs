@@ -12,6 +12,7 @@ mod common;
 mod account;
 mod admin;
 mod cli;
+mod dav;
 mod demo_users;
 mod drive;
 mod exit_bench;

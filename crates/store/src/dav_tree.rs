@@ -1,0 +1,196 @@
+//! Projecting the folder events of WebDAV: `dir_created` (`MKCOL`) and `tree_deleted`
+//! (`DELETE` of a collection).
+//!
+//! A folder operation is one event however many files it touches, so its projection is
+//! one step of the projector's transaction, like every other event: the entries go,
+//! each file's removal edits the Merkle tree in path order, the quota shrinks, and each
+//! removed file becomes a `DEL` line of the event in the feed (`line`/`lines`, as
+//! `account_deleted` does), which is how the feeds and live streams show it. Every line
+//! carries the root of its tree after the whole event.
+
+use crate::entries::dir_end;
+use crate::merkle::{BatchTrees, is_private_path};
+use crate::projection::ENTRY_OVERHEAD_BYTES;
+use crate::{Result, account_deletion};
+use sqlx::{Postgres, Row, Transaction};
+
+/// One file a folder event changes, and what it becomes: `Some(hash)` = put.
+pub(crate) struct LineChange {
+    pub path: String,
+    pub put: Option<PutLine>,
+}
+
+pub(crate) struct PutLine {
+    pub hash: [u8; 32],
+    pub size: i64,
+    pub content_type: String,
+}
+
+/// Whether `user` (z32) has a row; a folder event of a deleted account changes nothing
+/// but the tombstone's file sequence.
+async fn user_exists(tx: &mut Transaction<'_, Postgres>, user: &str, seq: i64) -> Result<bool> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE pubkey = $1)")
+        .bind(user)
+        .fetch_one(&mut **tx)
+        .await?;
+    if !exists {
+        account_deletion::file_event_of_deleted(tx, user, seq).await?;
+    }
+    Ok(exists)
+}
+
+pub(crate) async fn dir_created(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &str,
+    seq: i64,
+    path: &str,
+) -> Result<()> {
+    if !user_exists(tx, user, seq).await? {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO dav_dirs (owner, path, seq) VALUES ($1, $2, $3)
+         ON CONFLICT (owner, path) DO NOTHING",
+    )
+    .bind(user)
+    .bind(path)
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    set_file_seq(tx, user, seq, 0).await
+}
+
+pub(crate) async fn tree_deleted(
+    tx: &mut Transaction<'_, Postgres>,
+    trees: Option<&mut BatchTrees>,
+    user: &str,
+    seq: i64,
+    ts: i64,
+    dir: &str,
+) -> Result<()> {
+    if !user_exists(tx, user, seq).await? {
+        return Ok(());
+    }
+    let removed = remove_tree(tx, user, dir).await?;
+    let freed: i64 = removed
+        .iter()
+        .map(|(_, size)| size + ENTRY_OVERHEAD_BYTES)
+        .sum();
+    let changes: Vec<LineChange> = removed
+        .into_iter()
+        .map(|(path, _)| LineChange { path, put: None })
+        .collect();
+    write_lines(tx, trees, user, seq, ts, &changes).await?;
+    set_file_seq(tx, user, seq, -freed).await
+}
+
+/// Removes the entries, folders and locks at and under `dir` (ending with `/`), and a
+/// file at `dir` without its slash; returns the removed files' paths and sizes.
+pub(crate) async fn remove_tree(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &str,
+    dir: &str,
+) -> Result<Vec<(String, i64)>> {
+    let end = dir_end(dir);
+    let file = dir.trim_end_matches('/');
+    let rows = sqlx::query(
+        "DELETE FROM entries WHERE owner = $1 AND ((path >= $2 AND path < $3) OR path = $4)
+         RETURNING path, size",
+    )
+    .bind(user)
+    .bind(dir)
+    .bind(&end)
+    .bind(file)
+    .fetch_all(&mut **tx)
+    .await?;
+    for table in ["dav_dirs", "entry_locks"] {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE owner = $1 AND ((path >= $2 AND path < $3) OR path = $4)"
+        ))
+        .bind(user)
+        .bind(dir)
+        .bind(&end)
+        .bind(file)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let mut removed: Vec<(String, i64)> = rows
+        .iter()
+        .map(|row| (row.get("path"), row.get("size")))
+        .collect();
+    removed.sort();
+    Ok(removed)
+}
+
+/// Edits the Merkle trees for `changes` (in order) and writes them as the lines of
+/// event `seq`, each with its tree's root after the whole event.
+pub(crate) async fn write_lines(
+    tx: &mut Transaction<'_, Postgres>,
+    trees: Option<&mut BatchTrees>,
+    user: &str,
+    seq: i64,
+    ts: i64,
+    changes: &[LineChange],
+) -> Result<()> {
+    // Roots of the public and private tree after the event, when maintained.
+    let mut roots: [Option<Option<[u8; 32]>>; 2] = [None, None];
+    if let Some(trees) = trees {
+        for change in changes {
+            let value = change.put.as_ref().map(|put| put.hash);
+            let root = trees.edit(tx, user, &change.path, value).await?;
+            trees.adopt(user, &change.path, root, seq);
+            roots[is_private_path(&change.path) as usize] = Some(root);
+        }
+    }
+    let lines = changes.len() as i32;
+    for (line, change) in changes.iter().enumerate() {
+        let private = is_private_path(&change.path);
+        let root = roots[private as usize].map(|root| root.unwrap_or([0; 32]).to_vec());
+        let (op, hash, size, content_type) = match &change.put {
+            Some(put) => (
+                "PUT",
+                Some(put.hash.to_vec()),
+                Some(put.size),
+                Some(put.content_type.as_str()),
+            ),
+            None => ("DEL", None, None, None),
+        };
+        sqlx::query(
+            "INSERT INTO events (seq, line, lines, owner, op, path, content_hash, created_us,
+                                 private, merkle_root, content_length, content_type)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(seq)
+        .bind(line as i32)
+        .bind(lines)
+        .bind(user)
+        .bind(op)
+        .bind(&change.path)
+        .bind(hash)
+        .bind(ts)
+        .bind(private)
+        .bind(root)
+        .bind(size)
+        .bind(content_type)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves the user's file sequence to `seq` and used bytes by `delta`.
+pub(crate) async fn set_file_seq(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &str,
+    seq: i64,
+    delta: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE users SET file_seq = $2, used_bytes = used_bytes + $3 WHERE pubkey = $1")
+        .bind(user)
+        .bind(seq)
+        .bind(delta)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
