@@ -206,6 +206,20 @@ pub enum Change {
     TreeDeleted {
         path: String,
     },
+    /// A file or a folder with everything under it copied or moved (WebDAV `COPY`,
+    /// `MOVE`) in one event, so a move is atomic on the log: never half-moved. `from`
+    /// and `to` are both files or both folders (ending with `/`). Whatever was at `to`
+    /// (a file, or a folder and everything under it) is replaced; with `moved`, `from`
+    /// is removed; with `shallow` (a `Depth: 0` copy of a folder) only the empty
+    /// folder is made. The feeds show one line per file: `DEL` for each file removed,
+    /// `PUT` for each file written.
+    TreeCopied {
+        from: String,
+        to: String,
+        moved: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shallow: bool,
+    },
 }
 
 /// Which family of subjects an event travels on: the log keeps one subject per user
@@ -240,7 +254,8 @@ impl Change {
             | Change::LockRefreshed { .. }
             | Change::LockReleased { .. }
             | Change::DirCreated { .. }
-            | Change::TreeDeleted { .. } => SubjectFamily::Files,
+            | Change::TreeDeleted { .. }
+            | Change::TreeCopied { .. } => SubjectFamily::Files,
             Change::SignupTokenMinted { .. } => SubjectFamily::Operator,
             _ => SubjectFamily::Account,
         }
@@ -266,6 +281,7 @@ impl Change {
             Change::LockReleased { .. } => "lock_released",
             Change::DirCreated { .. } => "dir_created",
             Change::TreeDeleted { .. } => "tree_deleted",
+            Change::TreeCopied { .. } => "tree_copied",
         }
     }
 }
@@ -411,6 +427,14 @@ impl Change {
             | Change::LockReleased { path, .. }
             | Change::DirCreated { path }
             | Change::TreeDeleted { path } => Some(Visibility::of_path(path)),
+            // Public only when both sides are: a private path never travels on the
+            // public subject.
+            Change::TreeCopied { from, to, .. } => {
+                Some(match (Visibility::of_path(from), Visibility::of_path(to)) {
+                    (Visibility::Public, Visibility::Public) => Visibility::Public,
+                    _ => Visibility::Private,
+                })
+            }
             _ => None,
         }
     }

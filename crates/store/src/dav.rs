@@ -73,6 +73,23 @@ impl Store {
             .collect()
     }
 
+    /// How many files lie at `path` (a file) or under it (a folder, ending with `/`),
+    /// and their bytes.
+    pub async fn tree_usage(&self, owner: &PublicKey, path: &str) -> Result<(i64, i64)> {
+        let dir = format!("{}/", path.trim_end_matches('/'));
+        let (files, bytes): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), sum(size)::bigint FROM entries WHERE owner = $1
+             AND (path = $2 OR (path >= $3 AND path < $4))",
+        )
+        .bind(owner.to_z32())
+        .bind(path.trim_end_matches('/'))
+        .bind(&dir)
+        .bind(dir_end(&dir))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((files, bytes.unwrap_or(0)))
+    }
+
     /// The `MKCOL` folders directly in `dir`, or holding one deeper down: the child
     /// folder names (ending with `/`) that `dir`'s files may not show.
     async fn made_children(&self, owner: &PublicKey, dir: &str) -> Result<Vec<String>> {

@@ -1,5 +1,5 @@
-//! Projecting the folder events of WebDAV: `dir_created` (`MKCOL`) and `tree_deleted`
-//! (`DELETE` of a collection).
+//! Projecting the folder events of WebDAV: `dir_created` (`MKCOL`), `tree_deleted`
+//! (`DELETE` of a collection) and `tree_copied` (`COPY`, `MOVE`).
 //!
 //! A folder operation is one event however many files it touches, so its projection is
 //! one step of the projector's transaction, like every other event: the entries go,
@@ -71,7 +71,7 @@ pub(crate) async fn tree_deleted(
     if !user_exists(tx, user, seq).await? {
         return Ok(());
     }
-    let removed = remove_tree(tx, user, dir).await?;
+    let removed = remove_tree(tx, user, dir, true).await?;
     let freed: i64 = removed
         .iter()
         .map(|(_, size)| size + ENTRY_OVERHEAD_BYTES)
@@ -84,12 +84,14 @@ pub(crate) async fn tree_deleted(
     set_file_seq(tx, user, seq, -freed).await
 }
 
-/// Removes the entries, folders and locks at and under `dir` (ending with `/`), and a
-/// file at `dir` without its slash; returns the removed files' paths and sizes.
+/// Removes the entries and folders (and with `locks`, the locks) at and under `dir`
+/// (ending with `/`), and a file at `dir` without its slash; returns the removed
+/// files' paths and sizes in path order.
 pub(crate) async fn remove_tree(
     tx: &mut Transaction<'_, Postgres>,
     user: &str,
     dir: &str,
+    locks: bool,
 ) -> Result<Vec<(String, i64)>> {
     let end = dir_end(dir);
     let file = dir.trim_end_matches('/');
@@ -103,7 +105,12 @@ pub(crate) async fn remove_tree(
     .bind(file)
     .fetch_all(&mut **tx)
     .await?;
-    for table in ["dav_dirs", "entry_locks"] {
+    let tables: &[&str] = if locks {
+        &["dav_dirs", "entry_locks"]
+    } else {
+        &["dav_dirs"]
+    };
+    for table in tables {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE owner = $1 AND ((path >= $2 AND path < $3) OR path = $4)"
         ))
@@ -120,6 +127,132 @@ pub(crate) async fn remove_tree(
         .collect();
     removed.sort();
     Ok(removed)
+}
+
+/// What a `tree_copied` event names.
+pub(crate) struct Copy<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub moved: bool,
+    pub shallow: bool,
+}
+
+/// `tree_copied`: the destination is cleared (its locks stay: they belong to the
+/// path, and the writer checked them), the source's files are written under the
+/// destination with the source's content, and a move removes the source (and its locks).
+pub(crate) async fn tree_copied(
+    tx: &mut Transaction<'_, Postgres>,
+    trees: Option<&mut BatchTrees>,
+    user: &str,
+    seq: i64,
+    ts: i64,
+    copy: Copy<'_>,
+) -> Result<()> {
+    if !user_exists(tx, user, seq).await? {
+        return Ok(());
+    }
+    let is_dir = copy.from.ends_with('/');
+    // The source as it is before anything changes.
+    let sources: Vec<(String, PutLine)> = if copy.shallow {
+        Vec::new()
+    } else {
+        sqlx::query(
+            "SELECT path, content_hash, size, content_type FROM entries
+             WHERE owner = $1 AND (path = $2 OR ($4 AND path >= $2 AND path < $3))
+             ORDER BY path",
+        )
+        .bind(user)
+        .bind(copy.from)
+        .bind(dir_end(&format!("{}/", copy.from.trim_end_matches('/'))))
+        .bind(is_dir)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| {
+            let path: String = row.get("path");
+            let hash: Vec<u8> = row.get("content_hash");
+            let mut digest = [0u8; 32];
+            if hash.len() == 32 {
+                digest.copy_from_slice(&hash);
+            }
+            let target = format!("{}{}", copy.to, &path[copy.from.len()..]);
+            let put = PutLine {
+                hash: digest,
+                size: row.get("size"),
+                content_type: row.get("content_type"),
+            };
+            (target, put)
+        })
+        .collect()
+    };
+    let made: Vec<String> = if is_dir {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT path FROM dav_dirs WHERE owner = $1 AND path >= $2 AND path < $3",
+        )
+        .bind(user)
+        .bind(copy.from)
+        .bind(dir_end(copy.from))
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.into_iter()
+            .filter(|path| !copy.shallow || path == copy.from)
+            .map(|path| format!("{}{}", copy.to, &path[copy.from.len()..]))
+            .chain(std::iter::once(copy.to.to_string()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let to_dir = format!("{}/", copy.to.trim_end_matches('/'));
+    let mut removed = remove_tree(tx, user, &to_dir, false).await?;
+    if copy.moved {
+        let from_dir = format!("{}/", copy.from.trim_end_matches('/'));
+        removed.extend(remove_tree(tx, user, &from_dir, true).await?);
+    }
+    let mut delta: i64 = -removed
+        .iter()
+        .map(|(_, size)| size + ENTRY_OVERHEAD_BYTES)
+        .sum::<i64>();
+    let written: std::collections::BTreeSet<&str> =
+        sources.iter().map(|(path, _)| path.as_str()).collect();
+    let mut changes: Vec<LineChange> = removed
+        .into_iter()
+        .filter(|(path, _)| !written.contains(path.as_str()))
+        .map(|(path, _)| LineChange { path, put: None })
+        .collect();
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    for (path, put) in sources {
+        sqlx::query(
+            "INSERT INTO entries (owner, path, content_hash, size, content_type, modified_us, seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(user)
+        .bind(&path)
+        .bind(&put.hash[..])
+        .bind(put.size)
+        .bind(&put.content_type)
+        .bind(ts)
+        .bind(seq)
+        .execute(&mut **tx)
+        .await?;
+        delta += put.size + ENTRY_OVERHEAD_BYTES;
+        changes.push(LineChange {
+            path,
+            put: Some(put),
+        });
+    }
+    for dir in made {
+        sqlx::query(
+            "INSERT INTO dav_dirs (owner, path, seq) VALUES ($1, $2, $3)
+             ON CONFLICT (owner, path) DO NOTHING",
+        )
+        .bind(user)
+        .bind(&dir)
+        .bind(seq)
+        .execute(&mut **tx)
+        .await?;
+    }
+    write_lines(tx, trees, user, seq, ts, &changes).await?;
+    set_file_seq(tx, user, seq, delta).await
 }
 
 /// Edits the Merkle trees for `changes` (in order) and writes them as the lines of

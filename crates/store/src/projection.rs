@@ -422,6 +422,20 @@ async fn apply(
         Change::TreeDeleted { path } => {
             return crate::dav_tree::tree_deleted(tx, trees, &user, seq, ts, path).await;
         }
+        Change::TreeCopied {
+            from,
+            to,
+            moved,
+            shallow,
+        } => {
+            let copy = crate::dav_tree::Copy {
+                from,
+                to,
+                moved: *moved,
+                shallow: *shallow,
+            };
+            return crate::dav_tree::tree_copied(tx, trees, &user, seq, ts, copy).await;
+        }
         Change::UserDisabled | Change::UserEnabled => {
             sqlx::query("UPDATE users SET disabled = $2 WHERE pubkey = $1")
                 .bind(&user)

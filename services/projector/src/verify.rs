@@ -91,9 +91,24 @@ pub async fn verify(
                 Change::FileDeleted { path } => {
                     replayed.remove(&path);
                 }
-                Change::TreeDeleted { path } => {
-                    let file = path.trim_end_matches('/').to_string();
-                    replayed.retain(|p, _| !p.starts_with(&path) && *p != file);
+                Change::TreeDeleted { path } => remove_tree(&mut replayed, &path),
+                Change::TreeCopied {
+                    from,
+                    to,
+                    moved,
+                    shallow,
+                } => {
+                    let copied: Vec<(String, Hash)> = replayed
+                        .iter()
+                        .filter(|(path, _)| !shallow && (**path == from || path.starts_with(&from)))
+                        .filter(|(path, _)| from.ends_with('/') || **path == from)
+                        .map(|(path, hash)| (format!("{to}{}", &path[from.len()..]), *hash))
+                        .collect();
+                    remove_tree(&mut replayed, &to);
+                    if moved {
+                        remove_tree(&mut replayed, &from);
+                    }
+                    replayed.extend(copied);
                 }
                 _ => {}
             }
@@ -178,4 +193,12 @@ async fn last_account_deletion(
         }
     }
     Ok(last)
+}
+
+/// What a folder event removes from a replayed tree: the file at `path` (without its
+/// slash) and everything under the folder `path`.
+fn remove_tree(replayed: &mut BTreeMap<String, Hash>, path: &str) {
+    let file = path.trim_end_matches('/');
+    let dir = format!("{file}/");
+    replayed.retain(|p, _| p != file && !p.starts_with(&dir));
 }

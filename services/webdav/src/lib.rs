@@ -21,6 +21,7 @@
 //! Preflights (`OPTIONS` with `Access-Control-Request-Method`) are answered here.
 
 mod auth;
+mod copy;
 mod if_header;
 mod lock;
 pub mod path;
@@ -43,7 +44,7 @@ use domain::EntryPath;
 use std::net::SocketAddr;
 
 /// The methods `/dav/` serves (the `Allow` header).
-pub const METHODS: &str = "OPTIONS, GET, HEAD, PROPFIND, PUT, DELETE, MKCOL";
+pub const METHODS: &str = "OPTIONS, GET, HEAD, PROPFIND, PUT, DELETE, MKCOL, COPY, MOVE";
 
 /// The WebDAV routes of the client listeners (plain HTTP and Pubky TLS).
 pub fn router() -> Router<AppState> {
@@ -127,6 +128,8 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
             let body = read_body(body, propfind::MAX_BODY_BYTES).await?;
             write::mkcol(state, &session, &target, &body).await
         }
+        "COPY" => copy::copy_or_move(state, &session, &target, &parts.headers, false).await,
+        "MOVE" => copy::copy_or_move(state, &session, &target, &parts.headers, true).await,
         _ => Ok(method_not_allowed()),
     }
 }

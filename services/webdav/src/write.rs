@@ -37,7 +37,7 @@ fn storage_target(target: &DavTarget, path: &str) -> Result<StorageTarget, ApiEr
 }
 
 /// The collection `target` is in must exist (a file there is no collection).
-async fn require_parent(state: &AppState, target: &DavTarget) -> Result<(), ApiError> {
+pub(crate) async fn require_parent(state: &AppState, target: &DavTarget) -> Result<(), ApiError> {
     let file = target.file_form();
     let parent = &file[..=file.rfind('/').unwrap_or(0)];
     let parent = DavTarget {
@@ -105,11 +105,11 @@ pub async fn delete(
                     if !state.store.dav_dir_exists(&target.owner, dir).await? {
                         return Err(ApiError::not_found());
                     }
-                    Ok(Change::TreeDeleted { path: dir.clone() })
+                    Ok((Change::TreeDeleted { path: dir.clone() }, ()))
                 }
             })
             .await
-            .map(|visible| status(visible, StatusCode::NO_CONTENT))
+            .map(|(visible, ())| status(visible, StatusCode::NO_CONTENT))
         }
     }
 }
@@ -150,11 +150,11 @@ pub async fn mkcol(
             if resource::resolve(state, dir_target).await?.exists() {
                 return Err(exists());
             }
-            Ok(Change::DirCreated { path: dir.clone() })
+            Ok((Change::DirCreated { path: dir.clone() }, ()))
         }
     })
     .await
-    .map(|visible| status(visible, StatusCode::CREATED))
+    .map(|(visible, ())| status(visible, StatusCode::CREATED))
 }
 
 /// `done`, or 202 when the event is appended but not visible yet.
@@ -165,18 +165,18 @@ fn status(visible: bool, done: StatusCode) -> Response {
     }
 }
 
-/// Appends the folder event `decide` returns for the user's current state, under the
-/// user's write lock, deciding again when another write raced it; true when the event
-/// is visible. A folder event changes paths this process's unprojected writes may have
+/// Appends the folder event `decide` returns (with a value for the caller) for the
+/// user's current state, under the user's write lock, deciding again when another
+/// write raced it; returns whether the event is visible, and the value. A folder event changes paths this process's unprojected writes may have
 /// touched (`api::pending` tracks single paths), so it waits for those first, and it
 /// holds the lock until its own event is visible, so later writes see it projected.
-pub async fn append_folder_event<Decided>(
+pub async fn append_folder_event<T, Decided>(
     state: &AppState,
     owner: &PublicKey,
     decide: impl Fn(UserRow) -> Decided,
-) -> Result<bool, ApiError>
+) -> Result<(bool, T), ApiError>
 where
-    Decided: std::future::Future<Output = Result<Change, ApiError>>,
+    Decided: std::future::Future<Output = Result<(Change, T), ApiError>>,
 {
     let _queue = state.lock_user(owner).await;
     let request_id = uuid::Uuid::now_v7().to_string();
@@ -191,10 +191,10 @@ where
             continue;
         }
         let expected = Expected::LastSeq(user.file_seq);
-        let change = decide(user).await?;
+        let (change, out) = decide(user).await?;
         let event = Event::new(owner.clone(), now_micros(), request_id.clone(), change);
         match state.commit(&event, expected).await {
-            Ok(committed) => return Ok(committed.visible),
+            Ok(committed) => return Ok((committed.visible, out)),
             Err(CommitError::Conflict) => continue,
             Err(CommitError::Api(e)) => return Err(e),
         }

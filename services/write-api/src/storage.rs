@@ -425,14 +425,28 @@ async fn delete(
 /// Bytes the user may still add when replacing an entry of `previous_size` (or creating
 /// one, which also costs the per-entry overhead); `None` = unlimited.
 fn quota_room(state: &AppState, user: &UserRow, previous_size: Option<u64>) -> Option<u64> {
+    let limit = quota_bytes(state, user)?;
+    let freed = previous_size.map_or(-ENTRY_OVERHEAD_BYTES, |size| size as i64);
+    Some((limit - user.used_bytes + freed).max(0) as u64)
+}
+
+/// The user's storage quota in bytes (the user's own limit, else the server's
+/// default); `None` = unlimited.
+pub fn quota_bytes(state: &AppState, user: &UserRow) -> Option<i64> {
     let limit_mb = match user.storage_quota_mb {
         Some(mb) if mb < 0 => return None,
         Some(mb) => mb as u64,
         None => state.config.default_quota_mb?,
     };
-    let limit = limit_mb.saturating_mul(1024 * 1024) as i64;
-    let freed = previous_size.map_or(-ENTRY_OVERHEAD_BYTES, |size| size as i64);
-    Some((limit - user.used_bytes + freed).max(0) as u64)
+    Some(limit_mb.saturating_mul(1024 * 1024) as i64)
+}
+
+/// The answer to a write over the user's quota.
+pub fn quota_exceeded() -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "Disk space quota exceeded",
+    )
 }
 
 /// Disabled users may read, sign in and delete, but not write (spec).
@@ -492,13 +506,6 @@ fn check_preconditions(headers: &HeaderMap, current: Option<&[u8; 32]>) -> Resul
         }
     }
     Ok(())
-}
-
-fn quota_exceeded() -> ApiError {
-    ApiError::new(
-        StatusCode::INSUFFICIENT_STORAGE,
-        "Disk space quota exceeded",
-    )
 }
 
 fn payload_too_large() -> ApiError {

@@ -24,7 +24,7 @@ const SUFFIX: &str = ".schema.json";
 /// How many variants `Change` has. [`variant_index`] has no wildcard arm, so adding a
 /// variant does not compile until it is listed there, and then the coverage test fails
 /// until this number, a sample and a schema file are added too.
-const VARIANTS: usize = 17;
+const VARIANTS: usize = 18;
 
 fn variant_index(change: &Change) -> usize {
     match change {
@@ -45,6 +45,7 @@ fn variant_index(change: &Change) -> usize {
         Change::LockReleased { .. } => 14,
         Change::DirCreated { .. } => 15,
         Change::TreeDeleted { .. } => 16,
+        Change::TreeCopied { .. } => 17,
     }
 }
 
@@ -298,6 +299,15 @@ fn samples() -> Vec<Event> {
             user,
             Change::TreeDeleted {
                 path: "/priv/example.app/drafts/".into(),
+            },
+        ),
+        (
+            user,
+            Change::TreeCopied {
+                from: "/pub/example.app/albums/".into(),
+                to: "/pub/example.app/archive/".into(),
+                moved: true,
+                shallow: false,
             },
         ),
     ];

@@ -513,3 +513,282 @@ async fn writes_honour_locks_and_refuse_bad_input() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 }
+
+/// The feed lines (`op path`) of the events after `after`, with their sequence.
+async fn lines_after(s: &TestServer, after: i64) -> Vec<(i64, String)> {
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT seq, op, path FROM events WHERE seq > $1 ORDER BY seq, line")
+            .bind(after)
+            .fetch_all(s.server.state.store.pool())
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(seq, op, path)| (seq, format!("{op} {path}")))
+        .collect()
+}
+
+async fn last_seq(s: &TestServer) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM events")
+        .fetch_one(s.server.state.store.pool())
+        .await
+        .unwrap()
+}
+
+fn to(s: &TestServer, u: &TestUser, path: &str) -> String {
+    dav(s, u, path)
+}
+
+#[tokio::test]
+async fn copy_and_move_of_a_folder_are_one_event_each() {
+    let s = start().await;
+    let u = s.user().await;
+    for (path, body) in [
+        ("/pub/a/one.txt", "1"),
+        ("/pub/a/sub/two.txt", "22"),
+        ("/pub/a/sub/deeper/three.txt", "333"),
+    ] {
+        s.put_ok(&u, path, body).await;
+    }
+    assert_eq!(
+        status_of(send(&s, &u, "MKCOL", "/pub/a/empty/").await).await,
+        StatusCode::CREATED
+    );
+
+    // A file: copy, refuse to overwrite with Overwrite: F, overwrite.
+    let copy_file = |dest: &'static str, overwrite: &'static str| {
+        let s = &s;
+        let u = &u;
+        async move {
+            send(s, u, "COPY", "/pub/a/one.txt")
+                .await
+                .header("destination", to(s, u, dest))
+                .header("overwrite", overwrite)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        copy_file("/pub/one-copy.txt", "T").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        copy_file("/pub/one-copy.txt", "F").await,
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        copy_file("/pub/one-copy.txt", "T").await,
+        StatusCode::NO_CONTENT
+    );
+    let r = s
+        .http
+        .get(s.storage(&u, "/pub/one-copy.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "1");
+
+    // A folder copy: one event, a PUT line per file, the empty folder copied too.
+    let before = last_seq(&s).await;
+    let r = send(&s, &u, "COPY", "/pub/a/")
+        .await
+        .header("destination", to(&s, &u, "/pub/b/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let lines = lines_after(&s, before).await;
+    assert!(
+        lines.iter().all(|(seq, _)| *seq == lines[0].0),
+        "one event: {lines:?}"
+    );
+    assert_eq!(
+        lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(),
+        vec![
+            "PUT /pub/b/one.txt",
+            "PUT /pub/b/sub/deeper/three.txt",
+            "PUT /pub/b/sub/two.txt"
+        ]
+    );
+    let (_, body) = propfind(&s, &u, "/pub/b/", "1").await;
+    assert!(body.contains("/pub/b/empty/</D:href>"), "{body}");
+
+    // A folder move: one event, DEL lines for the source, PUT lines for the target.
+    let before = last_seq(&s).await;
+    let r = send(&s, &u, "MOVE", "/pub/a")
+        .await
+        .header("destination", to(&s, &u, "/pub/c"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let lines = lines_after(&s, before).await;
+    assert!(
+        lines.iter().all(|(seq, _)| *seq == lines[0].0),
+        "one event: {lines:?}"
+    );
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert_eq!(lines[0].1, "DEL /pub/a/one.txt");
+    assert_eq!(lines[5].1, "PUT /pub/c/sub/two.txt");
+    let (status, _) = propfind(&s, &u, "/pub/a/", "0").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let r = s
+        .http
+        .get(s.storage(&u, "/pub/c/sub/deeper/three.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "333");
+
+    // A Depth: 0 copy of a folder makes the folder only.
+    let r = send(&s, &u, "COPY", "/pub/c/")
+        .await
+        .header("destination", to(&s, &u, "/pub/shallow/"))
+        .header("depth", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (status, body) = propfind(&s, &u, "/pub/shallow/", "1").await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert_eq!(body.matches("<D:response>").count(), 1, "{body}");
+
+    // Quota, tree and projections: as if the same files had been written over REST.
+    let reference = s.user().await;
+    for (path, body) in [
+        ("/pub/one-copy.txt", "1"),
+        ("/pub/b/one.txt", "1"),
+        ("/pub/b/sub/two.txt", "22"),
+        ("/pub/b/sub/deeper/three.txt", "333"),
+        ("/pub/c/one.txt", "1"),
+        ("/pub/c/sub/two.txt", "22"),
+        ("/pub/c/sub/deeper/three.txt", "333"),
+    ] {
+        s.put_ok(&reference, path, body).await;
+    }
+    assert_eq!(pub_root(&s, &u).await, pub_root(&s, &reference).await);
+    let pool = s.server.state.store.pool();
+    let used = |who: String| async move {
+        sqlx::query_scalar::<_, i64>("SELECT used_bytes FROM users WHERE pubkey = $1")
+            .bind(who)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(used(u.z32()).await, used(reference.z32()).await);
+    let state = &s.server.state;
+    let report = projector::verify(&state.log, &state.store, &u.keypair.public_key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.ok(), "{report:?}");
+    let report = projector::rebuild(
+        &state.log,
+        &state.store,
+        &s.env.database_url,
+        "rebuild_dav",
+        false,
+        false,
+    )
+    .await
+    .expect("rebuild");
+    assert!(report.identical(), "{:?}", report.differences);
+}
+
+#[tokio::test]
+async fn copy_and_move_refusals_change_nothing() {
+    let s = start().await;
+    let u = s
+        .user_with(
+            &["/:rw"],
+            domain::event::UserLimits {
+                storage: Some(domain::event::StorageLimit::Megabytes(1)),
+                ..Default::default()
+            },
+        )
+        .await;
+    let other = s.user().await;
+    let big = "x".repeat(700 * 1024);
+    s.put_ok(&u, "/pub/big/file.bin", &big).await;
+    s.put_ok(&u, "/pub/f.txt", "f").await;
+    let before = last_seq(&s).await;
+
+    let attempt = |name: &'static str, from: &'static str, dest: Option<String>| {
+        let s = &s;
+        let u = &u;
+        async move {
+            let mut request = send(s, u, name, from).await;
+            if let Some(dest) = dest {
+                request = request.header("destination", dest);
+            }
+            text(request.send().await.unwrap()).await
+        }
+    };
+    assert_eq!(
+        attempt("COPY", "/pub/f.txt", None).await,
+        (StatusCode::BAD_REQUEST, "Missing Destination header".into())
+    );
+    assert_eq!(
+        attempt("MOVE", "/pub/f.txt", Some(to(&s, &other, "/pub/f.txt"))).await,
+        (
+            StatusCode::FORBIDDEN,
+            "Session user does not match target tenant".into()
+        )
+    );
+    assert_eq!(
+        attempt("MOVE", "/pub/f.txt", Some(to(&s, &u, "/etc/f.txt"))).await,
+        (
+            StatusCode::FORBIDDEN,
+            "Writing to directories other than '/pub/' and '/priv/' is forbidden".into()
+        )
+    );
+    assert_eq!(
+        attempt("COPY", "/pub/f.txt", Some(to(&s, &u, "/pub/no/parent.txt")))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        attempt("COPY", "/pub/big/", Some(to(&s, &u, "/pub/big/inner/")))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        attempt("COPY", "/pub/missing/", Some(to(&s, &u, "/pub/x/")))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        attempt("COPY", "/pub/big/", Some(to(&s, &u, "/pub/big2/"))).await,
+        (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "Disk space quota exceeded".into()
+        )
+    );
+    // A lock on a file inside the source holds the move.
+    let r = s
+        .http
+        .request(method("LOCK"), s.storage(&u, "/pub/big/file.bin"))
+        .bearer_auth(&u.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let file_seq = || async {
+        sqlx::query_scalar::<_, i64>("SELECT file_seq FROM users WHERE pubkey = $1")
+            .bind(u.z32())
+            .fetch_one(s.server.state.store.pool())
+            .await
+            .unwrap()
+    };
+    let after_lock = file_seq().await;
+    assert_eq!(
+        attempt("MOVE", "/pub/big/", Some(to(&s, &u, "/pub/moved/"))).await,
+        (StatusCode::LOCKED, "Resource is locked".into())
+    );
+    assert_eq!(file_seq().await, after_lock, "nothing appended");
+    assert_eq!(lines_after(&s, before).await.len(), 0, "no file changed");
+}
