@@ -27,6 +27,7 @@ pub fn public() -> utoipa::openapi::OpenApi {
     doc.merge(events::ApiDoc::openapi());
     doc.merge(api::ApiDoc::openapi());
     doc.merge(drive::ApiDoc::openapi());
+    doc.merge(webdav::ApiDoc::openapi());
     doc
 }
 

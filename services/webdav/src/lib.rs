@@ -22,6 +22,7 @@
 
 mod auth;
 mod copy;
+mod doc;
 mod if_header;
 mod lock;
 pub mod path;
@@ -46,13 +47,17 @@ use std::net::SocketAddr;
 /// The methods `/dav/` serves (the `Allow` header).
 pub const METHODS: &str = "OPTIONS, GET, HEAD, PROPFIND, PUT, DELETE, MKCOL, COPY, MOVE";
 
-/// The WebDAV routes of the client listeners (plain HTTP and Pubky TLS).
+/// The WebDAV routes of the client listeners (plain HTTP and Pubky TLS). A bare
+/// `/dav` names no drive and is not WebDAV's (it falls to legacy storage, as in the
+/// reference).
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/dav", any(handle))
-        .route("/dav/", any(handle))
-        .route("/dav/{*rest}", any(handle))
+    Router::new().route("/dav/{*rest}", any(handle))
 }
+
+/// This crate's route in the OpenAPI document (`homeserver::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(doc::get, doc::head, doc::put, doc::delete, doc::options))]
+pub struct ApiDoc;
 
 async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let origin = request.headers().contains_key(header::ORIGIN);
