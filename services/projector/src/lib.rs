@@ -63,23 +63,40 @@ pub async fn run(
     config: ProjectorConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    /// The first retry after an outage, and the longest wait between two: a dependency
+    /// that is back is noticed within a second, as the writers waiting for visibility
+    /// need.
+    const FIRST_RETRY: Duration = Duration::from_millis(100);
+    const LONGEST_WAIT: Duration = Duration::from_secs(1);
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(100);
+    let mut retry = FIRST_RETRY;
     loop {
-        tokio::select! {
+        let applied_before = progress.applied();
+        let result = tokio::select! {
             _ = &mut shutdown => return,
-            result = follow(&log, &store, &progress, &config) => match result {
-                // Logged where it was found; waiting does not resolve it, an operator does.
-                Err(ProjectorError::Mismatch(_)) => backoff = pairing::RECHECK,
-                Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "projector interrupted"),
-                Ok(()) => {}
+            result = follow(&log, &store, &progress, &config) => result,
+        };
+        // A run that applied something was healthy: this failure is a new outage, not
+        // the last one lasting longer.
+        if progress.applied() > applied_before {
+            retry = FIRST_RETRY;
+        }
+        let wait = match result {
+            // Logged where it was found; waiting does not resolve it, an operator does.
+            Err(ProjectorError::Mismatch(_)) => pairing::RECHECK,
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(error = %e, retry_in = ?retry, "projector interrupted");
+                }
+                let wait = retry;
+                retry = (retry * 2).min(LONGEST_WAIT);
+                wait
             }
-        }
+        };
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -149,8 +166,11 @@ pub(crate) async fn apply_until(
         let at_end = |batch: &[(EventSeq, Event)]| {
             until.is_some_and(|(end, _)| batch.last().is_some_and(|(seq, _)| *seq >= end))
         };
+        // `linger` bounds the whole batch, counted from its first event, not the gap
+        // between two events (which let a steady trickle hold a batch open).
+        let deadline = tokio::time::Instant::now() + config.linger;
         while batch.len() < config.batch_max && !at_end(&batch) {
-            match tokio::time::timeout(config.linger, events.next()).await {
+            match tokio::time::timeout_at(deadline, events.next()).await {
                 Ok(Some(next)) => {
                     let next = next?;
                     batch.push((next.seq, next.event));
