@@ -24,6 +24,7 @@ pub mod reseed;
 pub mod streams;
 pub mod users;
 pub mod versions;
+pub mod write_checks;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};

@@ -24,39 +24,40 @@ pub struct UserRow {
 
 impl Store {
     pub async fn user(&self, user: &PublicKey) -> Result<Option<UserRow>> {
-        let row = sqlx::query(
-            "SELECT pubkey, created_us, disabled, used_bytes, storage_quota_mb,
-                    allowed_write_paths, rate_read, rate_write, file_seq, acct_seq
-             FROM users WHERE pubkey = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.pubkey = $1"
+        ))
         .bind(user.to_z32())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|row| UserRow {
-            pubkey: row.get("pubkey"),
-            created_us: row.get("created_us"),
-            disabled: row.get("disabled"),
-            used_bytes: row.get("used_bytes"),
-            storage_quota_mb: row.get("storage_quota_mb"),
-            allowed_write_paths: row
-                .get::<Option<serde_json::Value>, _>("allowed_write_paths")
-                .and_then(|v| serde_json::from_value(v).ok()),
-            rate_read: row.get("rate_read"),
-            rate_write: row.get("rate_write"),
-            file_seq: EventSeq(row.get::<i64, _>("file_seq") as u64),
-            acct_seq: EventSeq(row.get::<i64, _>("acct_seq") as u64),
-        }))
+        Ok(row.as_ref().map(user_row))
+    }
+}
+
+/// The columns [`user_row`] reads, of `users u`, for queries that select a user beside
+/// other things.
+pub(crate) const USER_COLUMNS: &str = "u.pubkey, u.created_us, u.disabled, u.used_bytes, \
+    u.storage_quota_mb, u.allowed_write_paths, u.rate_read, u.rate_write, u.file_seq, \
+    u.acct_seq";
+
+pub(crate) fn user_row(row: &sqlx::postgres::PgRow) -> UserRow {
+    UserRow {
+        pubkey: row.get("pubkey"),
+        created_us: row.get("created_us"),
+        disabled: row.get("disabled"),
+        used_bytes: row.get("used_bytes"),
+        storage_quota_mb: row.get("storage_quota_mb"),
+        allowed_write_paths: row
+            .get::<Option<serde_json::Value>, _>("allowed_write_paths")
+            .and_then(|v| serde_json::from_value(v).ok()),
+        rate_read: row.get("rate_read"),
+        rate_write: row.get("rate_write"),
+        file_seq: EventSeq(row.get::<i64, _>("file_seq") as u64),
+        acct_seq: EventSeq(row.get::<i64, _>("acct_seq") as u64),
     }
 }
 
 impl Store {
-    /// Every user's public key, disabled ones included, in key order.
-    ///
-    /// For the PKARR republisher: a user's `_pubky` record names this homeserver whether
-    /// or not an operator has disabled the account for now, and letting the record lapse
-    /// on the DHT would make re-enabling pointless. One column, no paging: even a million
-    /// keys are ~53 MB of z-base-32 once an hour, far below the cost of the DHT work the
-    /// republisher then does for each of them.
     /// Bytes counted against all users' quotas together (each user's `used_bytes`: file
     /// sizes plus the per-entry overhead; a blob shared by two files counts twice): the
     /// `storage_used_bytes` gauge.
@@ -68,6 +69,13 @@ impl Store {
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
+    /// Every user's public key, disabled ones included, in key order.
+    ///
+    /// For the PKARR republisher: a user's `_pubky` record names this homeserver whether
+    /// or not an operator has disabled the account for now, and letting the record lapse
+    /// on the DHT would make re-enabling pointless. One column, no paging: even a million
+    /// keys are ~53 MB of z-base-32 once an hour, far below the cost of the DHT work the
+    /// republisher then does for each of them.
     pub async fn user_keys(&self) -> Result<Vec<PublicKey>> {
         let rows: Vec<String> = sqlx::query_scalar("SELECT pubkey FROM users ORDER BY pubkey")
             .fetch_all(&self.pool)

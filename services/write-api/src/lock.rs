@@ -230,12 +230,20 @@ pub(crate) async fn check_write(
     target: &StorageTarget,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let presented = if_tokens(headers);
     let live = state
         .store
         .live_lock(&target.owner, target.path.as_str(), now_micros())
         .await?;
-    match lock::write_under_lock(live.as_ref(), &presented) {
+    check_write_against(live.as_ref(), headers)
+}
+
+/// [`check_write`] against the live lock's token hash already read (with the other
+/// checks of a write, `store::write_checks`).
+pub(crate) fn check_write_against(
+    live: Option<&[u8; 32]>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    match lock::write_under_lock(live, &if_tokens(headers)) {
         WriteUnderLock::Proceed => Ok(()),
         WriteUnderLock::Locked => Err(locked()),
         WriteUnderLock::NotTheLiveLock => Err(not_the_live_lock()),

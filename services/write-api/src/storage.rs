@@ -23,6 +23,7 @@ use futures::TryStreamExt;
 use log::Expected;
 use store::projection::ENTRY_OVERHEAD_BYTES;
 use store::users::UserRow;
+use store::write_checks::WriteChecks;
 
 #[utoipa::path(put, path = "/storage/{user}/{path}", tag = "storage", params(("user" = String, Path, description = "the user's public key (z-base-32)"), ("path" = String, Path, description = "the entry path below the user, starting with pub/ or priv/ (may hold slashes; a trailing slash lists a directory)")), request_body(content = Vec<u8>, description = "the file content", content_type = "application/octet-stream"), responses((status = 201, description = "stored; `ETag` names the content"), (status = 400, description = "invalid path"), (status = 401, description = "no session"), (status = 403, description = "no write access"), (status = 409, description = "a file or directory in the way"), (status = 412, description = "`If-Match` / `If-None-Match` / `If` not met"), (status = 413, description = "over the quota"), (status = 423, description = "locked by another lock token"), (status = 503, description = "a dependency is down; `Retry-After`")))]
 #[tracing::instrument(skip_all, fields(event_seq))]
@@ -144,9 +145,8 @@ pub async fn write(
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
     domain::authorization::authorize_write(session.view(), &target.owner, &target.path)?;
-    let user = existing_user(state, &target.owner).await?;
     match body {
-        Some(body) => put(state, target, headers, body, user).await,
+        Some(body) => put(state, target, headers, body).await,
         None => {
             let request_id = uuid::Uuid::now_v7().to_string();
             delete(state, target, headers, request_id, WritePaths::Enforce).await
@@ -202,16 +202,23 @@ async fn put(
     target: &StorageTarget,
     headers: &HeaderMap,
     body: Body,
-    mut user: UserRow,
 ) -> Result<Response, ApiError> {
-    check_not_disabled(&user)?;
     let path = target.path.as_str();
+    let ancestors: Vec<String> = target
+        .path
+        .parent_dirs()
+        .filter(|dir| dir.len() > 1)
+        .map(|dir| dir.trim_end_matches('/').to_string())
+        .collect();
+    let checks = write_checks(state, target, &ancestors).await?;
+    let mut user = checks.user;
+    check_not_disabled(&user)?;
     // Locks are decided before a byte of the body is read, and again below.
-    crate::lock::check_write(state, target, headers).await?;
+    crate::lock::check_write_against(checks.live_lock.as_ref(), headers)?;
     // The same picture as the checks under the lock below: the projection plus this
     // process's unprojected writes of the user.
     let overlay = state.pending.overlay(&target.owner, user.file_seq);
-    let previous = current_version(state, &target.owner, path, &overlay).await?;
+    let previous = overlaid(&overlay, path, checks.entry);
     check_preconditions(headers, previous.as_ref().map(|(hash, _)| hash))?;
     user.used_bytes += overlay.used_delta;
 
@@ -259,7 +266,8 @@ async fn put(
     let queue = state.lock_user(&target.owner).await;
     let request_id = uuid::Uuid::now_v7().to_string();
     for _ in 0..MAX_ATTEMPTS {
-        let mut user = existing_user(state, &target.owner).await?;
+        let checks = write_checks(state, target, &ancestors).await?;
+        let mut user = checks.user;
         // Again under the lock: the operator may have disabled the user (or changed
         // the limits checked below) while the body was streaming.
         check_not_disabled(&user)?;
@@ -273,24 +281,14 @@ async fn put(
             }
             continue;
         }
-        crate::lock::check_write(state, target, headers).await?;
-        let ancestors: Vec<String> = target
-            .path
-            .parent_dirs()
-            .filter(|dir| dir.len() > 1)
-            .map(|dir| dir.trim_end_matches('/').to_string())
-            .collect();
-        if state
-            .store
-            .collides(&target.owner, path, &ancestors)
-            .await?
-        {
+        crate::lock::check_write_against(checks.live_lock.as_ref(), headers)?;
+        if checks.collides {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "File/folder path collision",
             ));
         }
-        let previous = current_version(state, &target.owner, path, &overlay).await?;
+        let previous = overlaid(&overlay, path, checks.entry);
         check_preconditions(headers, previous.as_ref().map(|(hash, _)| hash))?;
         user.used_bytes += overlay.used_delta;
         let previous_size = previous.map(|(_, size)| size);
@@ -349,15 +347,42 @@ async fn current_version(
     path: &str,
     overlay: &Overlay,
 ) -> Result<Option<([u8; 32], u64)>, ApiError> {
-    Ok(match overlay.path(path) {
-        Some(PendingPath::Put { hash, size }) => Some((hash, size)),
-        Some(PendingPath::Deleted) => None,
+    let projected = match overlay.path(path) {
+        Some(_) => None,
         None => state
             .store
             .entry(owner, path)
             .await?
             .map(|entry| (entry.content_hash, entry.size)),
-    })
+    };
+    Ok(overlaid(overlay, path, projected))
+}
+
+/// The content hash and size of `path` as the next write must see it, given its
+/// projected entry `projected`.
+fn overlaid(
+    overlay: &Overlay,
+    path: &str,
+    projected: Option<([u8; 32], u64)>,
+) -> Option<([u8; 32], u64)> {
+    match overlay.path(path) {
+        Some(PendingPath::Put { hash, size }) => Some((hash, size)),
+        Some(PendingPath::Deleted) => None,
+        None => projected,
+    }
+}
+
+/// [`store::write_checks`] of a write of `target`; 404 for an unknown user.
+async fn write_checks(
+    state: &AppState,
+    target: &StorageTarget,
+    ancestors: &[String],
+) -> Result<WriteChecks, ApiError> {
+    state
+        .store
+        .write_checks(&target.owner, target.path.as_str(), ancestors, now_micros())
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 /// Waits for event `seq` of `owner` to be projected; once it is, the overlay forgets it.
