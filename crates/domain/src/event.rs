@@ -319,6 +319,11 @@ pub enum Origin {
     /// built from was lost. `previous_log` is that log's identity as the projections
     /// recorded it (stream name, creation time, first event), for the record.
     Reseed { previous_log: String },
+    /// Copied from the user's primary homeserver by this homeserver's mirror of the
+    /// user (docs/mirror.md): `primary` is that homeserver's key (z32) and
+    /// `source_seq` the sequence in the primary's log of the event (or, for a copy
+    /// made by diff, of the signed root) the change reproduces.
+    Mirror { primary: String, source_seq: u64 },
 }
 
 impl Event {

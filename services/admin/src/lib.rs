@@ -57,6 +57,9 @@ pub struct AdminConfig {
     /// `http://<icann_domain>:<port>` of the client listener, for a demo user's
     /// `drive_url`; `None` when the domain is unset or the port is 0.
     pub demo_base_url: Option<String>,
+    /// This process's mirrored users (`/mirrors` routes change them at once; the
+    /// mirror loop also re-reads its table).
+    pub mirrors: mirror::MirrorSet,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -87,6 +90,7 @@ impl AdminConfig {
             pkarr_icann_domain: None,
             demo_users: false,
             demo_base_url: None,
+            mirrors: mirror::MirrorSet::default(),
         })
     }
 }
@@ -114,6 +118,7 @@ pub fn router(state: AppState, fanout: events::Fanout, config: AdminConfig) -> R
             get(users::get_quota).patch(users::patch_quota),
         )
         .merge(events::operator_router(fanout))
+        .merge(mirror::admin_router(config.mirrors.clone()))
         .merge(demo)
         .layer(Extension(Arc::new(config)))
         .route_layer(axum::middleware::from_fn_with_state(

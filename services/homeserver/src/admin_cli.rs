@@ -79,6 +79,9 @@ pub enum AdminAction {
         /// The entry, e.g. `/pub/app/post.json`.
         path: String,
     },
+    /// Mirrors of users whose primary is another homeserver (docs/mirror.md).
+    #[command(subcommand)]
+    Mirror(MirrorAction),
     /// Every user's events, private paths included, as Server-Sent Events.
     Events {
         /// Only these users (repeatable); default every user.
@@ -96,6 +99,37 @@ pub enum AdminAction {
         live: bool,
         #[arg(long)]
         reverse: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MirrorAction {
+    /// Start mirroring a user (read-only here) from their primary homeserver.
+    Add {
+        /// The user's public key (z-base-32).
+        user: String,
+        /// The primary's base URL, e.g. `http://10.0.0.5:6286`.
+        #[arg(long)]
+        source: String,
+        /// The primary's public key; default: the signer of the user's root there.
+        #[arg(long)]
+        source_key: Option<String>,
+        /// A bearer session at the primary that can read the user's `/priv/`
+        /// (granted by the user); without it only public data is mirrored.
+        #[arg(long, env = "HOMESERVER_MIRROR_READ_TOKEN", hide_env_values = true)]
+        read_token: Option<String>,
+    },
+    /// Every mirror with its state.
+    List,
+    /// One mirror's status: roots, lag, entries, bytes, last error.
+    Status {
+        /// The user's public key (z-base-32).
+        user: String,
+    },
+    /// Stop mirroring a user (the copy stays, no longer read-only).
+    Remove {
+        /// The user's public key (z-base-32).
+        user: String,
     },
 }
 
@@ -289,6 +323,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .await?;
             println!("deleted pubky://{user}{path}");
         }
+        AdminAction::Mirror(action) => mirror_command(&client, action).await?,
         AdminAction::Events {
             user,
             cursor,
@@ -320,6 +355,76 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn mirror_command(client: &Client, action: MirrorAction) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match action {
+        MirrorAction::Add {
+            user,
+            source,
+            source_key,
+            read_token,
+        } => {
+            let body = serde_json::json!({
+                "user": user, "source": source, "source_key": source_key, "read_token": read_token,
+            });
+            let status = client
+                .json(client.request(Method::POST, "/mirrors").json(&body))
+                .await?;
+            print!("{}", render_mirror(&status));
+        }
+        MirrorAction::List => {
+            let list = client.json(client.request(Method::GET, "/mirrors")).await?;
+            let mut out = format!(
+                "{:<52}  {:<10}  {:<8}  {}\n",
+                "user", "state", "private", "source"
+            );
+            for m in list["mirrors"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{:<52}  {:<10}  {:<8}  {}\n",
+                    cell(&m["user"]),
+                    cell(&m["state"]),
+                    cell(&m["private"]),
+                    cell(&m["source"])
+                ));
+            }
+            print!("{out}");
+        }
+        MirrorAction::Status { user } => {
+            let path = format!("/mirrors/{user}");
+            let status = client.json(client.request(Method::GET, &path)).await?;
+            print!("{}", render_mirror(&status));
+        }
+        MirrorAction::Remove { user } => {
+            let path = format!("/mirrors/{user}");
+            client.send(client.request(Method::DELETE, &path)).await?;
+            println!("mirror of {user} removed (the copy stays)");
+        }
+    }
+    Ok(())
+}
+
+/// One mirror's status resource, one field a line.
+pub fn render_mirror(status: &Value) -> String {
+    let mut out = String::new();
+    for (label, value) in [
+        ("user", &status["user"]),
+        ("source", &status["source"]),
+        ("primary", &status["primary"]),
+        ("state", &status["state"]),
+        ("local root (pub)", &status["local_roots"]["pub"]),
+        ("source root (pub)", &status["source_roots"]["pub"]),
+        ("local root (priv)", &status["local_roots"]["priv"]),
+        ("source root (priv)", &status["source_roots"]["priv"]),
+        ("lag (events)", &status["lag_events"]),
+        ("entries", &status["entries"]),
+        ("bytes", &status["bytes"]),
+        ("last error", &status["last_error"]),
+    ] {
+        out.push_str(&format!("{label:<19} {}\n", cell(value)));
+    }
+    out
 }
 
 /// A storage limit argument: MiB, `unlimited`, or `default`.

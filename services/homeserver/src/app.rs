@@ -14,7 +14,12 @@ use axum::routing::{MethodRouter, any, get};
 /// (`/storage/…` also has `LOCK`/`UNLOCK`: `write_api::STORAGE_METHODS`).
 const LEGACY_METHODS: &str = "GET, HEAD, PUT, DELETE";
 
-pub fn router(state: AppState, fanout: events::Fanout, config: &Config) -> Router {
+pub fn router(
+    state: AppState,
+    fanout: events::Fanout,
+    config: &Config,
+    mirrors: mirror::MirrorSet,
+) -> Router {
     let storage: MethodRouter<AppState> = get(read_api::get_storage)
         .put(write_api::put_storage)
         .delete(write_api::delete_storage)
@@ -31,15 +36,23 @@ pub fn router(state: AppState, fanout: events::Fanout, config: &Config) -> Route
         .merge(write_api::auth_router())
         .merge(events::router(fanout))
         .merge(optional_pages(config))
-        .fallback(legacy);
-    client_facing(routes, state.clone()).merge(dav(state))
+        .merge(mirror::router(mirrors.clone()))
+        .fallback(legacy)
+        // Mirrored users are read-only here (writes 409, reads name the primary).
+        .layer(axum::middleware::from_fn_with_state(
+            mirrors.clone(),
+            mirror::guard,
+        ));
+    client_facing(routes, state.clone()).merge(dav(state, mirrors))
 }
 
 /// WebDAV (`/dav/<user>/`) with the rate limits and request metrics of the other
 /// client-facing routes, but outside their CORS layer, which would answer WebDAV's
-/// `OPTIONS` itself (`webdav` handles CORS for its routes).
-pub fn dav(state: AppState) -> Router {
+/// `OPTIONS` itself (`webdav` handles CORS for its routes); mirrored users are
+/// read-only here too.
+pub fn dav(state: AppState, mirrors: mirror::MirrorSet) -> Router {
     webdav::router()
+        .layer(axum::middleware::from_fn_with_state(mirrors, mirror::guard))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::rate_limit::enforce,

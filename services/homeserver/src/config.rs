@@ -125,6 +125,10 @@ pub struct Config {
     /// Serve `POST /generate_demo_user` on the admin listener (the reference's
     /// `[admin] demo_users`), off by default.
     pub admin_demo_users: bool,
+    /// Seconds between the mirror loop's comparisons of each mirrored user's signed
+    /// roots at the primary with the local ones (anti-entropy, docs/mirror.md); drift
+    /// is repaired by diff. `0` is read as 1.
+    pub mirror_anti_entropy_secs: u64,
 }
 
 impl Default for Config {
@@ -174,6 +178,7 @@ impl Default for Config {
             session_issuance_per_minute: SlotLimits::DEFAULT_SESSION_ISSUANCE_PER_MINUTE,
             drive_web_explorer: false,
             admin_demo_users: false,
+            mirror_anti_entropy_secs: 60,
         }
     }
 }
@@ -235,6 +240,14 @@ impl Config {
 
     /// The periodic Merkle garbage collection, counting into `metrics`; `None` when it
     /// is disabled (`merkle_gc_interval_secs = 0`).
+    /// The mirror loop's settings.
+    pub fn mirror_settings(&self) -> mirror::Settings {
+        mirror::Settings {
+            anti_entropy: std::time::Duration::from_secs(self.mirror_anti_entropy_secs.max(1)),
+            ..mirror::Settings::default()
+        }
+    }
+
     pub fn merkle_gc(&self, metrics: &api::metrics::Metrics) -> Option<projector::MerkleGcConfig> {
         (self.merkle_gc_interval_secs > 0).then(|| projector::MerkleGcConfig {
             interval: std::time::Duration::from_secs(self.merkle_gc_interval_secs),

@@ -40,6 +40,8 @@ pub struct Homeserver {
     pub admin_addr: Option<SocketAddr>,
     pub public_key: domain::PublicKey,
     pub state: AppState,
+    /// The users this homeserver mirrors (docs/mirror.md).
+    pub mirrors: mirror::MirrorSet,
     /// Stops the client listeners.
     shutdown: watch::Sender<bool>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
@@ -208,8 +210,26 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
         state.progress.clone(),
         state.store.clone(),
     );
+    // The mirror loop: one follower per mirrored user, stopped with the background.
+    let mirrors = mirror::MirrorSet::default();
+    if let Err(e) = mirrors.load(&state.store).await {
+        tracing::warn!(error = %e, "cannot read the mirrors table yet");
+    }
+    let mirror_stop = CancellationToken::new();
+    tasks.push(mirror::spawn(
+        state.clone(),
+        mirrors.clone(),
+        config.mirror_settings(),
+        mirror_stop.clone(),
+    ));
+    let bridge = shutdown_signal(&background);
+    tasks.push(tokio::spawn(async move {
+        bridge.await;
+        mirror_stop.cancel();
+    }));
     let admin_addr = match admin {
-        Some((listen, settings)) => Some(
+        Some((listen, mut settings)) => Some({
+            settings.mirrors = mirrors.clone();
             operator::spawn_admin_api(
                 listen,
                 settings,
@@ -220,11 +240,11 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
                 shutdown_signal(&rx),
                 &mut tasks,
             )
-            .await?,
-        ),
+            .await?
+        }),
         None => None,
     };
-    let router = app::router(state.clone(), fanout, config);
+    let router = app::router(state.clone(), fanout, config, mirrors.clone());
     let stop = shutdown_signal(&rx);
     let plain_router = router.clone();
     listeners.push(tokio::spawn(async move {
@@ -263,6 +283,7 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
         admin_addr,
         public_key: keypair.public_key(),
         state,
+        mirrors,
         shutdown,
         listeners,
         background_stop,

@@ -387,10 +387,22 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
             state.store.clone(),
         )),
     };
+    // Mirrored users are read-only in every process that serves them (the set is
+    // re-read from the table: the mirror loop runs elsewhere).
+    let mirrors = mirror::MirrorSet::default();
+    let _mirrors = mirrors.keep_loaded(state.store.clone(), state.shutdown.clone());
+    let router = match service {
+        Service::ReadApi => router.merge(mirror::router(mirrors.clone())),
+        _ => router,
+    }
+    .layer(axum::middleware::from_fn_with_state(
+        mirrors.clone(),
+        mirror::guard,
+    ));
     let mut router = homeserver::app::client_facing(router, state.clone());
     if let Service::WriteApi = service {
         // WebDAV reads and writes; the gateway sends every `/dav` request here.
-        router = router.merge(homeserver::app::dav(state.clone()));
+        router = router.merge(homeserver::app::dav(state.clone(), mirrors));
     }
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     println!("{service:?} listening on http://{}", listener.local_addr()?);

@@ -321,11 +321,16 @@ fn samples() -> Vec<Event> {
                 format!("0192f0c4-7b1e-7c3a-9d2e-{i:012x}"),
                 change,
             );
-            // Every third sample as a re-seeded log writes it, so each kind is checked
-            // with and without an origin somewhere in the list.
+            // Every third sample as a re-seeded log writes it and every fifth as a mirror
+            // copies it, so each kind is checked with and without an origin somewhere.
             if i % 3 == 2 {
                 event.with_origin(Origin::Reseed {
                     previous_log: "HS_EVENTS created 2026-12-01T10:00:00Z first 1:0192f0c4".into(),
+                })
+            } else if i % 5 == 4 {
+                event.with_origin(Origin::Mirror {
+                    primary: "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".into(),
+                    source_seq: 4242,
                 })
             } else {
                 event

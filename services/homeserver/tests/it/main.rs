@@ -26,6 +26,7 @@ mod log_pairing;
 mod merkle;
 mod merkle_sync;
 mod metrics;
+mod mirror;
 mod openapi;
 mod private_matrix;
 mod rate_limits;

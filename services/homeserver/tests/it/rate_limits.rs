@@ -30,7 +30,7 @@ async fn second_instance(s: &common::TestServer) -> String {
         state.progress.clone(),
         state.store.clone(),
     );
-    let app = homeserver::app::router(state, fanout, &s.config);
+    let app = homeserver::app::router(state, fanout, &s.config, ::mirror::MirrorSet::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

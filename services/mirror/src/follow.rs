@@ -1,0 +1,250 @@
+//! The mirror loop: one task per mirrored user, started and stopped by a supervisor
+//! that reads the `mirrors` table.
+//!
+//! A user's task (1) syncs both trees by diff to the primary's signed roots (the
+//! initial copy, or the catch-up after a restart: from the checkpoint's root this is
+//! one round trip), then (2) follows the primary's live event stream from its cursor,
+//! applying each event as it comes: the content is fetched and checked against the
+//! event's hash, one mirrored event appended here, and the local root compared with
+//! the root the primary gave for that event. Equal: the cursor is checkpointed. Not
+//! equal, or a content that is another version by now: the tree is synced by diff
+//! again (3), which checks against a signed root. Every `anti_entropy` interval the
+//! signed roots are compared with the local ones and any drift repaired the same way.
+//! Any failure (the primary down, a refused content) is recorded as the mirror's last
+//! error and retried with exponential back-off, from the checkpoint.
+
+use crate::source::{Source, SourceError, StreamEvent};
+use crate::sync::{Fetched, Mirror, SyncError};
+use crate::table::{self, MirrorRow};
+use crate::{MirrorSet, Settings};
+use api::AppState;
+use domain::PublicKey;
+use domain::event::{Change, Digest};
+use domain::merkle;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Back-off after a failure: doubling from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Runs the supervisor until `stop` is cancelled: every `settings.poll` (or at once
+/// when the set changes in this process) it starts a task for each new row and stops
+/// the tasks of removed ones.
+pub async fn supervise(
+    state: AppState,
+    set: MirrorSet,
+    settings: Settings,
+    stop: CancellationToken,
+) {
+    let http = reqwest::Client::new();
+    let mut running: HashMap<String, (MirrorRow, CancellationToken)> = HashMap::new();
+    loop {
+        match table::list(&state.store).await {
+            Ok(rows) => {
+                set.replace(rows.iter().map(|r| (r.user.clone(), r.source_key.clone())));
+                let wanted: HashMap<String, MirrorRow> =
+                    rows.into_iter().map(|r| (r.user.clone(), r)).collect();
+                running.retain(|user, (row, token)| {
+                    let keep = wanted.get(user).is_some_and(|w| {
+                        w.source_url == row.source_url
+                            && w.source_key == row.source_key
+                            && w.read_token == row.read_token
+                    });
+                    if !keep {
+                        token.cancel();
+                    }
+                    keep
+                });
+                for (user, row) in wanted {
+                    if running.contains_key(&user) {
+                        continue;
+                    }
+                    let token = stop.child_token();
+                    tokio::spawn(follow(
+                        state.clone(),
+                        http.clone(),
+                        row.clone(),
+                        settings.clone(),
+                        token.clone(),
+                    ));
+                    running.insert(user, (row, token));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "mirror supervisor cannot read the mirrors table"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(settings.poll) => {}
+            () = set.changed() => {}
+        }
+    }
+}
+
+/// One mirrored user's task, until `stop`.
+async fn follow(
+    state: AppState,
+    http: reqwest::Client,
+    row: MirrorRow,
+    settings: Settings,
+    stop: CancellationToken,
+) {
+    let (Ok(user), Ok(key)) = (
+        PublicKey::try_from(row.user.as_str()),
+        PublicKey::try_from(row.source_key.as_str()),
+    ) else {
+        let _ = table::set_state(&state.store, &row.user, "failed", Some("invalid key")).await;
+        return;
+    };
+    let source = Source::new(
+        http,
+        &row.source_url,
+        key,
+        &row.user,
+        row.read_token.clone(),
+    );
+    let mirror = Mirror {
+        state: &state,
+        source: &source,
+        user,
+    };
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            result = run(&mirror, &settings) => result,
+        };
+        if let Err(e) = result {
+            tracing::warn!(user = %row.user, error = %e, "mirror: retrying");
+            let text = e.to_string();
+            let _ = table::set_state(&state.store, &row.user, "retrying", Some(&text)).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        } else {
+            backoff = BACKOFF_FIRST;
+        }
+    }
+}
+
+/// Syncs both trees by diff and records the signed roots reached; returns the
+/// primary's sequence they stand for.
+async fn sync_all(mirror: &Mirror<'_>) -> Result<u64, SyncError> {
+    let store = &mirror.state.store;
+    let user = mirror.source.user.clone();
+    let public = mirror.sync_tree(false).await?;
+    let private = match mirror.source.has_private() {
+        true => Some(mirror.sync_tree(true).await?),
+        false => None,
+    };
+    let private_root = private.as_ref().map(|p| p.root.as_str());
+    let seq = public.seq.max(private.as_ref().map_or(0, |p| p.seq));
+    let applied = public.applied + private.as_ref().map_or(0, |p| p.applied);
+    table::synced(store, &user, (&public.root, private_root), seq, applied)
+        .await
+        .map_err(|e| SyncError::Local(e.to_string()))?;
+    Ok(seq)
+}
+
+/// One run: sync, then follow the stream until it fails.
+async fn run(mirror: &Mirror<'_>, settings: &Settings) -> Result<(), SyncError> {
+    let store = &mirror.state.store;
+    let user = mirror.source.user.clone();
+    let local = |e: sqlx::Error| SyncError::Local(e.to_string());
+    let row = table::get(store, &user).await.map_err(local)?;
+    let Some(row) = row else { return Ok(()) };
+    if row.cursor == 0 {
+        table::set_state(store, &user, "copying", None)
+            .await
+            .map_err(local)?;
+    }
+    // Everything up to the signed roots' sequence is in the copy: the stream's older
+    // events are skipped.
+    let mut synced_to = sync_all(mirror).await?;
+    let cursor = row.cursor.max(synced_to);
+    let events = mirror.source.events(cursor).await?;
+    futures::pin_mut!(events);
+    let mut anti_entropy = tokio::time::interval(settings.anti_entropy);
+    anti_entropy.tick().await;
+    loop {
+        tokio::select! {
+            next = events.next() => {
+                let event = next.unwrap_or_else(|| {
+                    Err(SourceError::Unreachable("the event stream ended".into()))
+                })?;
+                if event.seq <= synced_to {
+                    continue;
+                }
+                if !apply(mirror, &event).await? {
+                    synced_to = sync_all(mirror).await?.max(event.seq);
+                    table::advance(store, &user, synced_to).await.map_err(local)?;
+                }
+            }
+            _ = anti_entropy.tick() => {
+                if drifted(mirror).await? {
+                    tracing::info!(user, "mirror: anti-entropy found drift, repairing by diff");
+                    synced_to = synced_to.max(sync_all(mirror).await?);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a signed root of the primary differs from the local one.
+async fn drifted(mirror: &Mirror<'_>) -> Result<bool, SyncError> {
+    for private in [false, true] {
+        if private && !mirror.source.has_private() {
+            continue;
+        }
+        let signed = mirror.source.signed_root(private).await?;
+        if signed.root != mirror.local_root(private).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Applies one stream event. `Ok(false)`: it could not be reproduced exactly (the
+/// content is another version by now, or the root differs afterwards): sync by diff.
+async fn apply(mirror: &Mirror<'_>, event: &StreamEvent) -> Result<bool, SyncError> {
+    let private = event.path.starts_with("/priv/");
+    let store = &mirror.state.store;
+    let user = mirror.source.user.clone();
+    let local = |e: sqlx::Error| SyncError::Local(e.to_string());
+    let Some(expected_root) = event.root else {
+        return Ok(false); // no root to check against: only a diff is verifiable
+    };
+    let last = mirror.file_seq().await?;
+    if mirror.local_root(private).await? != expected_root {
+        let change = match (event.put, event.content_hash) {
+            (true, Some(hash)) => match mirror.fetch(&event.path, &hash).await? {
+                Fetched::Changed => return Ok(false),
+                Fetched::Stored(content_type, size) => Change::FilePut {
+                    path: event.path.clone(),
+                    content_hash: Digest(hash),
+                    size,
+                    content_type,
+                },
+            },
+            (true, None) => return Ok(false),
+            (false, _) => Change::FileDeleted {
+                path: event.path.clone(),
+            },
+        };
+        mirror.append(change, event.seq, last).await?;
+        if mirror.local_root(private).await? != expected_root {
+            return Ok(false);
+        }
+    }
+    if event.ends_event {
+        let root = merkle::root_hex(expected_root);
+        table::checkpoint(store, &user, event.seq, private, &root, 1)
+            .await
+            .map_err(local)?;
+    }
+    Ok(true)
+}

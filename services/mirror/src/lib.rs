@@ -1,0 +1,140 @@
+//! Mirroring (docs/mirror.md): this homeserver keeps a live, verified, read-only copy
+//! of a user whose primary is another homeserver of ours.
+//!
+//! Why a crate of its own: a mirror is a follower of a *remote* log, and touches every
+//! service of this one (it appends to the log, is read through the read-api's routes,
+//! refuses writes before the write-api sees them, has operator routes and a loop that
+//! runs beside the projector). Keeping all of it here keeps those services unaware of
+//! mirroring: they only compose [`router`], [`admin_router`], [`guard`] and [`spawn`].
+//!
+//! * [`source`]: the primary over HTTP (signed roots, diffs, nodes, files, events).
+//! * [`sync`]: bringing one tree to the primary's signed root by diff (initial copy,
+//!   catch-up, anti-entropy); content checked by its hash before anything is appended.
+//! * [`follow`]: the loop: sync, then follow the primary's event stream with a cursor
+//!   checkpointed in `mirrors` (migration 0021), with back-off on failures.
+//! * [`guard`]: refuses writes to a mirrored user (409 naming the primary) and marks
+//!   the mirror's reads with the primary's key.
+//! * [`routes`]: the status resource, the user's signed request, the operator's routes.
+//!
+//! The copied files are ordinary events of this homeserver's log marked
+//! `origin: {source: "mirror", primary, source_seq}`, so entries, feeds and Merkle
+//! trees of a mirrored user come from the same projector as everyone else's.
+
+pub mod follow;
+pub mod guard;
+pub mod routes;
+pub mod source;
+pub mod sync;
+pub mod table;
+
+pub use guard::{PRIMARY_HEADER, guard};
+pub use routes::{admin_router, router};
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How the mirror loop runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Seconds between comparisons of the primary's signed roots with the local ones
+    /// (anti-entropy); drift is repaired by diff.
+    pub anti_entropy: Duration,
+    /// How often the supervisor re-reads the `mirrors` table (mirrors added or removed
+    /// by another process).
+    pub poll: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            anti_entropy: Duration::from_secs(60),
+            poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The mirrored users of this homeserver and their primaries' keys, in memory, for the
+/// guard on every request; refreshed from the `mirrors` table by the supervisor and
+/// changed at once by this process's own add and remove.
+#[derive(Clone, Default)]
+pub struct MirrorSet {
+    inner: Arc<RwLock<HashMap<String, String>>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl MirrorSet {
+    /// The primary's key (z32) if `user` (z32) is mirrored here.
+    pub fn primary_of(&self, user: &str) -> Option<String> {
+        self.inner.read().ok()?.get(user).cloned()
+    }
+
+    pub fn insert(&self, user: &str, primary: &str) {
+        if let Ok(mut map) = self.inner.write() {
+            map.insert(user.to_owned(), primary.to_owned());
+        }
+        self.changed.notify_waiters();
+    }
+
+    pub fn remove(&self, user: &str) {
+        if let Ok(mut map) = self.inner.write() {
+            map.remove(user);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Replaces the whole set (the table's current rows).
+    pub fn replace(&self, rows: impl Iterator<Item = (String, String)>) {
+        if let Ok(mut map) = self.inner.write() {
+            *map = rows.collect();
+        }
+    }
+
+    /// Resolves when this process added or removed a mirror.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Fills the set from the table now (a process that serves requests before its
+    /// supervisor's first round, or one without a supervisor).
+    pub async fn load(&self, store: &store::Store) -> Result<(), sqlx::Error> {
+        let rows = table::primaries(store).await?;
+        self.replace(rows.into_iter());
+        Ok(())
+    }
+}
+
+impl MirrorSet {
+    /// Re-reads the set from the table every few seconds until `stop`: for processes
+    /// that serve requests without running the mirror loop (split deployment).
+    pub fn keep_loaded(
+        &self,
+        store: store::Store,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let set = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = set.load(&store).await {
+                    tracing::warn!(error = %e, "cannot read the mirrors table");
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Settings::default().poll) => {}
+                }
+            }
+        })
+    }
+}
+
+/// Starts the mirror loop (the supervisor and one task per mirrored user) until
+/// `stop` is cancelled.
+pub fn spawn(
+    state: api::AppState,
+    set: MirrorSet,
+    settings: Settings,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(follow::supervise(state, set, settings, stop))
+}
