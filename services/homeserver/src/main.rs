@@ -40,6 +40,9 @@ enum Command {
     Republisher,
     /// Only the projector (log -> Postgres).
     Projector,
+    /// Only the mirror loop (docs/mirror.md): follows the primaries of the users this
+    /// homeserver mirrors (split deployment; `homeserver all` runs it itself).
+    Mirror,
     /// Only the write-api (auth, PUT/DELETE) on the plain HTTP listener.
     WriteApi,
     /// Only the read-api (GET/HEAD, listings, /info) on the plain HTTP listener.
@@ -160,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
         Command::All => run_all(config).await,
         Command::Gateway => run_gateway(config).await,
         Command::Projector => run_projector(config).await,
+        Command::Mirror => run_mirror(config).await,
         Command::Republisher => run_republisher(config).await,
         Command::WriteApi => run_service(config, Service::WriteApi).await,
         Command::ReadApi => run_service(config, Service::ReadApi).await,
@@ -493,6 +497,24 @@ async fn run_republisher(config: Config) -> anyhow::Result<()> {
     for task in tasks {
         task.await?;
     }
+    Ok(())
+}
+
+/// The mirror loop on its own: it appends to the log and waits for the projector of
+/// another process through Postgres, as the split services do.
+async fn run_mirror(config: Config) -> anyhow::Result<()> {
+    let keypair = identity(&config)?;
+    let state = homeserver::connect(&config, &keypair)
+        .await?
+        .for_service("mirror");
+    let _follow = state.progress.follow(&state.store).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let set = mirror::MirrorSet::default();
+    let task = mirror::spawn(state, set, config.mirror_settings(), stop.clone());
+    println!("mirroring for {}", keypair.public_key().to_z32());
+    stop_requested().await;
+    stop.cancel();
+    task.await?;
     Ok(())
 }
 
