@@ -27,7 +27,6 @@ mod merkle;
 mod merkle_sync;
 mod metrics;
 mod mirror;
-mod mirror;
 mod mirror_process;
 mod openapi;
 mod private_matrix;
