@@ -172,6 +172,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(api::ApiDoc::openapi());
     doc.merge(events::OperatorApiDoc::openapi());
+    doc.merge(mirror::AdminApiDoc::openapi());
     doc.merge(api::MetricsApiDoc::openapi());
     // `/readyz` is not on the admin listener.
     doc.paths.paths.remove("/readyz");

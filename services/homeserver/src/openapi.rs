@@ -28,6 +28,7 @@ pub fn public() -> utoipa::openapi::OpenApi {
     doc.merge(api::ApiDoc::openapi());
     doc.merge(drive::ApiDoc::openapi());
     doc.merge(webdav::ApiDoc::openapi());
+    doc.merge(mirror::ApiDoc::openapi());
     doc
 }
 

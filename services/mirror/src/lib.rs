@@ -28,7 +28,7 @@ pub mod sync;
 pub mod table;
 
 pub use guard::{PRIMARY_HEADER, guard};
-pub use routes::{admin_router, router};
+pub use routes::{AdminApiDoc, ApiDoc, admin_router, router};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

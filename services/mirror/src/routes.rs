@@ -34,7 +34,7 @@ pub fn router(set: MirrorSet) -> Router<AppState> {
 pub fn admin_router(set: MirrorSet) -> Router<AppState> {
     Router::new()
         .route("/mirrors", get(list).post(admin_add))
-        .route("/mirrors/{user}", get(status).delete(admin_remove))
+        .route("/mirrors/{user}", get(admin_status).delete(admin_remove))
         .layer(Extension(set))
 }
 
@@ -185,8 +185,9 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
         .into_response()
 }
 
-/// `GET /mirror/<user>` and `GET /mirrors/<user>`.
-async fn status(State(state): State<AppState>, Path(user): Path<String>) -> Response {
+/// `GET /mirror/<user>`: the status resource.
+#[utoipa::path(get, path = "/mirror/{user}", operation_id = "mirror_status", tag = "mirror", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 200, description = "source, state, local and source roots, lag, entries, bytes, last error (docs/mirror.md)", content_type = "application/json"), (status = 404, description = "the user is not mirrored here")))]
+pub(crate) async fn status(State(state): State<AppState>, Path(user): Path<String>) -> Response {
     let result = async {
         let user = parse_user(&user)?.to_z32();
         let row = table::get(&state.store, &user).await.map_err(db)?;
@@ -202,9 +203,16 @@ async fn status(State(state): State<AppState>, Path(user): Path<String>) -> Resp
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// `GET /mirrors/<user>` (admin): the status resource.
+#[utoipa::path(get, path = "/mirrors/{user}", operation_id = "admin_mirror_status", tag = "admin", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 200, description = "the mirror's status (docs/mirror.md)", content_type = "application/json"), (status = 401, description = "no or a wrong admin password"), (status = 404, description = "the user is not mirrored here")))]
+pub(crate) async fn admin_status(state: State<AppState>, user: Path<String>) -> Response {
+    status(state, user).await
+}
+
 /// `GET /mirrors`: every mirror, without the lag (one request to each primary would
 /// make the listing slow).
-async fn list(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/mirrors", operation_id = "list_mirrors", tag = "admin", responses((status = 200, description = "every mirror with its state", content_type = "application/json"), (status = 401, description = "no or a wrong admin password")))]
+pub(crate) async fn list(State(state): State<AppState>) -> Response {
     match table::list(&state.store).await {
         Ok(rows) => {
             let rows: Vec<serde_json::Value> = rows
@@ -224,7 +232,8 @@ async fn list(State(state): State<AppState>) -> Response {
 }
 
 /// `POST /mirrors` (admin): `{user, source, source_key?, read_token?}`.
-async fn admin_add(
+#[utoipa::path(post, path = "/mirrors", operation_id = "add_mirror", tag = "admin", request_body(content = serde_json::Value, description = "`{user, source, source_key?, read_token?}`", content_type = "application/json"), responses((status = 201, description = "added (or changed): the mirror's status", content_type = "application/json"), (status = 400, description = "an invalid user, source or key"), (status = 401, description = "no or a wrong admin password"), (status = 502, description = "the source does not answer with the user's signed root")))]
+pub(crate) async fn admin_add(
     State(state): State<AppState>,
     Extension(set): Extension<MirrorSet>,
     Json(request): Json<AddRequest>,
@@ -236,7 +245,8 @@ async fn admin_add(
 }
 
 /// `DELETE /mirrors/<user>` (admin).
-async fn admin_remove(
+#[utoipa::path(delete, path = "/mirrors/{user}", operation_id = "remove_mirror", tag = "admin", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 204, description = "removed; the copy stays, writable"), (status = 401, description = "no or a wrong admin password"), (status = 404, description = "the user is not mirrored here")))]
+pub(crate) async fn admin_remove(
     State(state): State<AppState>,
     Extension(set): Extension<MirrorSet>,
     Path(user): Path<String>,
@@ -260,7 +270,7 @@ async fn remove(state: &AppState, set: &MirrorSet, user: &str) -> Result<Respons
 
 /// The body of `POST /mirror/<user>`.
 #[derive(Debug, Deserialize)]
-struct SignedRequest {
+pub(crate) struct SignedRequest {
     statement: String,
     /// Hex Ed25519 signature of the statement by the user's key.
     signature: String,
@@ -285,7 +295,8 @@ pub fn request_statement(
 }
 
 /// `POST /mirror/<user>`: `{statement, signature, source_key?, read_token?}`.
-async fn user_request(
+#[utoipa::path(post, path = "/mirror/{user}", operation_id = "request_mirror", tag = "mirror", params(("user" = String, Path, description = "the user's public key (z-base-32)")), request_body(content = serde_json::Value, description = "`{statement, signature, source_key?, read_token?}`: a `pubky-mirror-request/1` statement signed by the user (docs/mirror.md)", content_type = "application/json"), responses((status = 201, description = "added: the mirror's status", content_type = "application/json"), (status = 204, description = "removed"), (status = 400, description = "a malformed statement"), (status = 401, description = "not signed by the user"), (status = 403, description = "about another user or homeserver, or out of the time window")))]
+pub(crate) async fn user_request(
     State(state): State<AppState>,
     Extension(set): Extension<MirrorSet>,
     Path(user): Path<String>,
@@ -344,3 +355,13 @@ async fn user_request(
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
+
+/// The client API's mirror routes in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(status, user_request))]
+pub struct ApiDoc;
+
+/// The admin API's mirror routes in its OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, admin_add, admin_status, admin_remove))]
+pub struct AdminApiDoc;
