@@ -39,17 +39,19 @@ fn subject(request: &Request) -> Option<String> {
     None
 }
 
-/// Whether a request changes storage (the methods of the write-api's storage routes,
-/// `LOCK`/`UNLOCK` included).
+/// Whether a request changes storage: every method but the reading ones on storage
+/// paths (`PUT`, `DELETE`, `LOCK`, `UNLOCK`) and WebDAV paths (`MKCOL`, `COPY`,
+/// `MOVE`, `PROPPATCH`, … too).
 fn is_write(request: &Request) -> bool {
     let path = request.uri().path();
-    let storage =
-        path.starts_with("/storage/") || path.starts_with("/pub/") || path.starts_with("/priv/");
-    storage
-        && !matches!(
-            *request.method(),
-            Method::GET | Method::HEAD | Method::OPTIONS
-        )
+    let storage = ["/storage/", "/dav/", "/pub/", "/priv/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
+    let reading = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) || request.method().as_str() == "PROPFIND";
+    storage && !reading
 }
 
 pub async fn guard(State(set): State<MirrorSet>, request: Request, next: Next) -> Response {

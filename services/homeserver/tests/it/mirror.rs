@@ -194,6 +194,24 @@ async fn a_user_is_mirrored_and_followed_and_b_refuses_writes_naming_a() {
         .http
         .delete(b.url(&format!("/storage/{z32}/pub/app/new.txt")));
     assert_eq!(delete.send().await.unwrap().status(), StatusCode::CONFLICT);
+    // WebDAV too: writes refused, reads served.
+    let mkcol = reqwest::Method::from_bytes(b"MKCOL").unwrap();
+    let dav = b
+        .http
+        .request(mkcol, b.url(&format!("/dav/{z32}/pub/app/dir/")));
+    let dav = dav.bearer_auth(&token).send().await.unwrap();
+    assert_eq!(dav.status(), StatusCode::CONFLICT);
+    let dav_put = b.http.put(b.url(&format!("/dav/{z32}/pub/app/new.txt")));
+    let dav_put = dav_put
+        .bearer_auth(&token)
+        .body("via dav")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dav_put.status(), StatusCode::CONFLICT);
+    let dav_get = b.http.get(b.url(&format!("/dav/{z32}/pub/app/new.txt")));
+    let dav_get = dav_get.bearer_auth(&token).send().await.unwrap();
+    assert_ne!(dav_get.status(), StatusCode::CONFLICT);
 
     // The status resource.
     let status = wait_status(&b.url(""), &z32, |s| s["lag_events"] == 0).await;
