@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 
 COMPOSE ?= docker compose
 
-.PHONY: help services services-stop run test lint bench bench-compare up down e2e-drive drill-backup bench-exit
+.PHONY: help services services-stop run test lint bench bench-compare up down e2e-drive e2e-dav drill-backup bench-exit
 
 help:
 	@echo 'make services       start the private Postgres and NATS ($(SERVICES) up)'
@@ -35,6 +35,7 @@ help:
 	@echo 'make drill-backup   backup and restore drill: write under load, back up, wipe, restore, check (DRILL_WRITES=100000)'
 	@echo 'make bench-exit     export/import of one user between two homeserver processes (EXIT_BENCH_ENTRIES=100000)'
 	@echo 'make e2e-drive      the /drive page in a real browser (chromium, Playwright), screenshots in docs/drive'
+	@echo 'make e2e-dav        WebDAV with real clients: litmus (basic copymove props locks), rclone, cadaver'
 	@echo 'make bench          benchmarks of our homeserver, quick (BENCH_ARGS=--full)'
 	@echo 'make bench-compare  the same for ours and the reference (pubky-homeserver 0.17.1)'
 	@echo 'make up / down      split deployment with docker compose'
@@ -64,6 +65,15 @@ e2e-drive: services
 	cd services/drive/e2e && npm ci --no-audit --no-fund
 	$(WITH_SERVICES) DRIVE_SCREENSHOTS=$(CURDIR)/docs/drive \
 		cargo test -p homeserver --test it -- --ignored --exact drive::browser_session_in_chromium --nocapture
+
+# WebDAV against real Debian clients (installed with apt when missing): the litmus
+# suites basic, copymove, props and locks on /dav/<user>/pub/, rclone copying 1,000
+# files up and back, a scripted cadaver session. The summary lines are in the README.
+e2e-dav: services
+	command -v litmus >/dev/null && command -v rclone >/dev/null && command -v cadaver >/dev/null || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y litmus rclone cadaver)
+	$(WITH_SERVICES) cargo test -p homeserver --test it -- --ignored --exact \
+		dav_clients::litmus_rclone_and_cadaver --nocapture
 
 # The backup and restore drill at scale (docs/backup.md): DRILL_WRITES files written by
 # 8 users while `homeserver backup` runs, then NATS, Postgres, the blobs and the key

@@ -45,7 +45,8 @@ use domain::EntryPath;
 use std::net::SocketAddr;
 
 /// The methods `/dav/` serves (the `Allow` header).
-pub const METHODS: &str = "OPTIONS, GET, HEAD, PROPFIND, PUT, DELETE, MKCOL, COPY, MOVE";
+pub const METHODS: &str =
+    "OPTIONS, GET, HEAD, PROPFIND, PUT, DELETE, MKCOL, COPY, MOVE, LOCK, UNLOCK";
 
 /// The WebDAV routes of the client listeners (plain HTTP and Pubky TLS). A bare
 /// `/dav` names no drive and is not WebDAV's (it falls to legacy storage, as in the
@@ -135,6 +136,24 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         }
         "COPY" => copy::copy_or_move(state, &session, &target, &parts.headers, false).await,
         "MOVE" => copy::copy_or_move(state, &session, &target, &parts.headers, true).await,
+        "LOCK" => {
+            authorize(&session, &target, Access::Write)?;
+            let storage = lock::file_target(state, &target).await?;
+            write_api::lock_target(
+                state,
+                &session,
+                &storage,
+                parts.uri.path(),
+                &parts.headers,
+                body,
+            )
+            .await
+        }
+        "UNLOCK" => {
+            authorize(&session, &target, Access::Write)?;
+            let storage = lock::file_target(state, &target).await?;
+            write_api::unlock_target(state, &session, &storage, &parts.headers).await
+        }
         _ => Ok(method_not_allowed()),
     }
 }
@@ -149,7 +168,8 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::By
 fn options() -> Response {
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
-    headers.insert("dav", HeaderValue::from_static("1"));
+    // Class 2: LOCK and UNLOCK (exclusive write locks on files, the storage locks).
+    headers.insert("dav", HeaderValue::from_static("1, 2"));
     headers.insert("ms-author-via", HeaderValue::from_static("DAV"));
     headers.insert(header::ALLOW, HeaderValue::from_static(METHODS));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));

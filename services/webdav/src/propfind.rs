@@ -46,6 +46,7 @@ const LIVE: &[&str] = &[
     "getetag",
     "getlastmodified",
     "creationdate",
+    "supportedlock",
 ];
 
 pub async fn propfind(
@@ -141,6 +142,9 @@ impl Item<'_> {
                 .ok()
                 .and_then(chrono::DateTime::from_timestamp_micros)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            ("supportedlock", Item::File(_)) => Some(
+                "<D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry>".into(),
+            ),
             _ => None,
         }
     }

@@ -69,6 +69,7 @@ pub async fn put(
         Resource::Missing => false,
     };
     require_parent(state, target).await?;
+    crate::lock::check_if(state, target, headers).await?;
     let storage = storage_target(target, target.file_form())?;
     let mut response = write_api::write(state, session, &storage, headers, Some(body)).await?;
     // RFC 4918 §9.7.1: 201 for a new resource, 204 for a replaced one.
@@ -91,6 +92,7 @@ pub async fn delete(
     match resource::resolve(state, target).await? {
         Resource::Missing => Err(ApiError::not_found()),
         Resource::File(entry) => {
+            crate::lock::check_if(state, target, headers).await?;
             let storage = storage_target(target, &entry.path)?;
             write_api::write(state, session, &storage, headers, None).await
         }

@@ -6,7 +6,9 @@ mod lock;
 mod storage;
 
 pub use auth::mint_signup_token;
-pub use lock::{STORAGE_METHODS, method_not_allowed, storage_other_methods};
+pub use lock::{
+    STORAGE_METHODS, lock_target, method_not_allowed, storage_other_methods, unlock_target,
+};
 pub use storage::{
     check_allowed_path, delete_legacy, delete_storage, existing_user, operator_delete, put_legacy,
     put_storage, quota_bytes, quota_exceeded, write,

@@ -15,7 +15,7 @@
 use crate::storage::existing_user;
 use api::tenant::{self, Addressing, StorageTarget};
 use api::writer::{CommitError, MAX_ATTEMPTS, too_much_contention};
-use api::{ApiError, AppState, MaybeSession, now_micros};
+use api::{ApiError, AppState, MaybeSession, Session, now_micros};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -62,20 +62,29 @@ pub fn method_not_allowed(allow: &'static str) -> Response {
 }
 
 /// The checks `LOCK` and `UNLOCK` share, in the reference's order: a session (401),
-/// a file path (400), write permission (403), an existing owner (404).
+/// then [`checked`].
 async fn checked_target(
     state: &AppState,
     MaybeSession(session): MaybeSession,
     uri: &Uri,
-) -> Result<(StorageTarget, UserRow), ApiError> {
+) -> Result<(StorageTarget, Session, UserRow), ApiError> {
     let target = tenant::path_addressed(uri.path())?;
     let session = session.ok_or_else(|| ApiError::unauthorized("Unauthorized"))?;
+    let user = checked(state, &session, &target).await?;
+    Ok((target, session, user))
+}
+
+/// A file path (400), write permission (403), an existing owner (404).
+async fn checked(
+    state: &AppState,
+    session: &Session,
+    target: &StorageTarget,
+) -> Result<UserRow, ApiError> {
     if target.path.is_dir() {
         return Err(ApiError::bad_request("Target path must be a file"));
     }
     domain::authorization::authorize_write(session.view(), &target.owner, &target.path)?;
-    let user = existing_user(state, &target.owner).await?;
-    Ok((target, user))
+    existing_user(state, &target.owner).await
 }
 
 fn if_tokens(headers: &HeaderMap) -> Vec<LockToken> {
@@ -94,13 +103,27 @@ async fn lock(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (target, user) = checked_target(state, session, uri).await?;
+    let (target, session, _) = checked_target(state, session, uri).await?;
+    lock_target(state, &session, &target, uri.path(), headers, body).await
+}
+
+/// `LOCK` of `target` by `session`, whatever route named it (`/storage/`, WebDAV);
+/// `lockroot` is the URL path the answer names as the lock's root.
+pub async fn lock_target(
+    state: &AppState,
+    session: &Session,
+    target: &StorageTarget,
+    lockroot: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let user = checked(state, session, target).await?;
+    let target = target.clone();
     if user.disabled {
         return Err(ApiError::forbidden("User is disabled"));
     }
     let lifetime = lock::timeout_secs(headers.get("timeout").and_then(|value| value.to_str().ok()));
     let presented = if_tokens(headers);
-    let lockroot = uri.path();
     if !presented.is_empty() {
         // A refresh; its body, if any, is not read.
         let token = refresh(state, &target, &presented, lifetime).await?;
@@ -197,7 +220,18 @@ async fn unlock(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (target, _) = checked_target(state, session, uri).await?;
+    let (target, session, _) = checked_target(state, session, uri).await?;
+    unlock_target(state, &session, &target, headers).await
+}
+
+/// `UNLOCK` of `target` by `session`, whatever route named it (`/storage/`, WebDAV).
+pub async fn unlock_target(
+    state: &AppState,
+    session: &Session,
+    target: &StorageTarget,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    checked(state, session, target).await?;
     let token = lock::lock_token_header(
         headers
             .get("lock-token")

@@ -792,3 +792,77 @@ async fn copy_and_move_refusals_change_nothing() {
     assert_eq!(file_seq().await, after_lock, "nothing appended");
     assert_eq!(lines_after(&s, before).await.len(), 0, "no file changed");
 }
+
+#[tokio::test]
+async fn dav_locks_are_the_storage_locks() {
+    let s = start().await;
+    let u = s.user().await;
+    s.put_ok(&u, "/pub/doc.txt", "v1").await;
+
+    let r = send(&s, &u, "LOCK", "/pub/doc.txt")
+        .await
+        .body(r#"<?xml version="1.0"?><lockinfo xmlns="DAV:"><lockscope><exclusive/></lockscope><locktype><write/></locktype></lockinfo>"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = r.headers()["lock-token"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains(&format!("<D:href>/dav/{}/pub/doc.txt</D:href>", u.z32())),
+        "{body}"
+    );
+
+    // Held over REST too, and released over REST with the same token.
+    let r = s
+        .http
+        .put(s.storage(&u, "/pub/doc.txt"))
+        .bearer_auth(&u.token)
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::LOCKED);
+    // A false If condition (a wrong entity tag with the right token) is a 412.
+    let r = send(&s, &u, "PUT", "/pub/doc.txt")
+        .await
+        .header("if", format!("({token} [\"not-the-etag\"])"))
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let r = send(&s, &u, "PUT", "/pub/doc.txt")
+        .await
+        .header("if", format!("({token})"))
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = s
+        .http
+        .request(method("UNLOCK"), s.storage(&u, "/pub/doc.txt"))
+        .bearer_auth(&u.token)
+        .header("lock-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = send(&s, &u, "UNLOCK", "/pub/doc.txt")
+        .await
+        .header("lock-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        text(r).await,
+        (
+            StatusCode::CONFLICT,
+            "No lock with this token on this path".into()
+        )
+    );
+    // Collections cannot be locked (the storage locks are on files).
+    let r = send(&s, &u, "LOCK", "/pub/").await.send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}

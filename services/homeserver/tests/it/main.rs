@@ -13,6 +13,7 @@ mod account;
 mod admin;
 mod cli;
 mod dav;
+mod dav_clients;
 mod demo_users;
 mod drive;
 mod exit_bench;
