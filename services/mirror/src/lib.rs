@@ -62,7 +62,16 @@ impl Default for Settings {
 pub struct MirrorSet {
     inner: Arc<RwLock<HashMap<String, String>>>,
     changed: Arc<tokio::sync::Notify>,
+    /// The lag last asked of each user's primary.
+    lags: Arc<std::sync::Mutex<HashMap<String, AskedLag>>>,
 }
+
+/// When a lag was asked, at which cursor, and the answer.
+type AskedLag = (std::time::Instant, u64, Option<u64>);
+
+/// How long a lag asked of a primary is reused by the status resource, which is
+/// public: without it every status request would be a request to the primary.
+pub const LAG_TTL: Duration = Duration::from_secs(2);
 
 impl MirrorSet {
     /// The primary's key (z32) if `user` (z32) is mirrored here.
@@ -88,6 +97,20 @@ impl MirrorSet {
     pub fn replace(&self, rows: impl Iterator<Item = (String, String)>) {
         if let Ok(mut map) = self.inner.write() {
             *map = rows.collect();
+        }
+    }
+
+    /// The lag asked of `user`'s primary at `cursor` less than [`LAG_TTL`] ago.
+    pub fn cached_lag(&self, user: &str, cursor: u64) -> Option<Option<u64>> {
+        let lags = self.lags.lock().ok()?;
+        let (when, at, lag) = lags.get(user)?;
+        (*at == cursor && when.elapsed() < LAG_TTL).then_some(*lag)
+    }
+
+    pub fn cache_lag(&self, user: &str, cursor: u64, lag: Option<u64>) {
+        if let Ok(mut lags) = self.lags.lock() {
+            lags.retain(|_, (when, _, _)| when.elapsed() < LAG_TTL);
+            lags.insert(user.to_owned(), (std::time::Instant::now(), cursor, lag));
         }
     }
 

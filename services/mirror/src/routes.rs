@@ -89,6 +89,16 @@ pub async fn add(
             "The source is this homeserver: a user cannot mirror to where they are",
         ));
     }
+    // A user whose data lives here is not overwritten by a copy from elsewhere (the
+    // sync would delete every file the source lacks).
+    let mirrored = table::get(&state.store, &user).await.map_err(db)?.is_some();
+    let (entries, _) = table::local_totals(&state.store, &user).await.map_err(db)?;
+    if !mirrored && entries > 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{user} has data on this homeserver: it cannot become a mirror of another"),
+        ));
+    }
     let new = NewMirror {
         user: user.clone(),
         source_url: url,
@@ -116,8 +126,26 @@ fn url_of(text: &str) -> Result<String, ApiError> {
     Ok(trimmed.to_owned())
 }
 
+/// The user's events the primary has after the mirror's cursor (up to 1,000); `None`
+/// when the primary does not answer within a few seconds.
+async fn ask_lag(row: &MirrorRow) -> Option<u64> {
+    let key = PublicKey::try_from(row.source_key.as_str()).ok()?;
+    let source = Source::new(
+        reqwest::Client::new(),
+        &row.source_url,
+        key,
+        &row.user,
+        row.read_token.clone(),
+    );
+    let asked = source.events_after(row.cursor, 1000);
+    tokio::time::timeout(Duration::from_secs(5), asked)
+        .await
+        .ok()?
+        .ok()
+}
+
 /// The status resource of one mirror.
-pub async fn status_json(state: &AppState, row: &MirrorRow) -> serde_json::Value {
+pub async fn status_json(state: &AppState, set: &MirrorSet, row: &MirrorRow) -> serde_json::Value {
     let roots = async |private| {
         state
             .store
@@ -132,24 +160,13 @@ pub async fn status_json(state: &AppState, row: &MirrorRow) -> serde_json::Value
         .unwrap_or_default();
     // The lag: the user's events the primary has after the cursor (null when the
     // primary does not answer within a few seconds).
-    let lag = match PublicKey::try_from(row.source_key.as_str()) {
-        Ok(key) => {
-            let source = Source::new(
-                reqwest::Client::new(),
-                &row.source_url,
-                key,
-                &row.user,
-                row.read_token.clone(),
-            );
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                source.events_after(row.cursor, 1000),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok)
+    let lag = match set.cached_lag(&row.user, row.cursor) {
+        Some(lag) => lag,
+        None => {
+            let lag = ask_lag(row).await;
+            set.cache_lag(&row.user, row.cursor, lag);
+            lag
         }
-        Err(_) => None,
     };
     serde_json::json!({
         "user": row.user,
@@ -187,7 +204,11 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
 
 /// `GET /mirror/<user>`: the status resource.
 #[utoipa::path(get, path = "/mirror/{user}", operation_id = "mirror_status", tag = "mirror", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 200, description = "source, state, local and source roots, lag, entries, bytes, last error (docs/mirror.md)", content_type = "application/json"), (status = 404, description = "the user is not mirrored here")))]
-pub(crate) async fn status(State(state): State<AppState>, Path(user): Path<String>) -> Response {
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Extension(set): Extension<MirrorSet>,
+    Path(user): Path<String>,
+) -> Response {
     let result = async {
         let user = parse_user(&user)?.to_z32();
         let row = table::get(&state.store, &user).await.map_err(db)?;
@@ -197,7 +218,7 @@ pub(crate) async fn status(State(state): State<AppState>, Path(user): Path<Strin
                 format!("{user} is not mirrored here"),
             )
         })?;
-        Ok::<_, ApiError>(json(StatusCode::OK, status_json(&state, &row).await))
+        Ok::<_, ApiError>(json(StatusCode::OK, status_json(&state, &set, &row).await))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -205,8 +226,12 @@ pub(crate) async fn status(State(state): State<AppState>, Path(user): Path<Strin
 
 /// `GET /mirrors/<user>` (admin): the status resource.
 #[utoipa::path(get, path = "/mirrors/{user}", operation_id = "admin_mirror_status", tag = "admin", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 200, description = "the mirror's status (docs/mirror.md)", content_type = "application/json"), (status = 401, description = "no or a wrong admin password"), (status = 404, description = "the user is not mirrored here")))]
-pub(crate) async fn admin_status(state: State<AppState>, user: Path<String>) -> Response {
-    status(state, user).await
+pub(crate) async fn admin_status(
+    state: State<AppState>,
+    set: Extension<MirrorSet>,
+    user: Path<String>,
+) -> Response {
+    status(state, set, user).await
 }
 
 /// `GET /mirrors`: every mirror, without the lag (one request to each primary would
@@ -239,7 +264,7 @@ pub(crate) async fn admin_add(
     Json(request): Json<AddRequest>,
 ) -> Response {
     match add(&state, &set, request, "operator").await {
-        Ok(row) => json(StatusCode::CREATED, status_json(&state, &row).await),
+        Ok(row) => json(StatusCode::CREATED, status_json(&state, &set, &row).await),
         Err(e) => e.into_response(),
     }
 }
@@ -346,7 +371,10 @@ pub(crate) async fn user_request(
                     read_token: body.read_token,
                 };
                 let row = add(&state, &set, request, "user").await?;
-                Ok(json(StatusCode::CREATED, status_json(&state, &row).await))
+                Ok(json(
+                    StatusCode::CREATED,
+                    status_json(&state, &set, &row).await,
+                ))
             }
             "remove" => remove(&state, &set, &key.to_z32()).await,
             _ => Err(ApiError::bad_request("`action` is add or remove")),

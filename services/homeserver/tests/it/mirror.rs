@@ -474,3 +474,31 @@ async fn the_operator_adds_lists_shows_and_removes_a_mirror_from_the_command_lin
     cli(&b, &["remove", &z32]).await;
     assert!(!cli(&b, &["list"]).await.contains(&z32));
 }
+
+#[tokio::test]
+async fn a_user_with_data_here_is_not_overwritten_by_a_mirror() {
+    let a = common::start().await;
+    let b = start_b().await;
+    let local = b.user().await;
+    b.put_ok(&local, "/pub/app/mine.txt", "lives on B").await;
+    let r = b
+        .http
+        .post(admin_url(&b, "/mirrors"))
+        .header("X-Admin-Password", PASSWORD)
+        .json(
+            &serde_json::json!({ "user": local.z32(), "source": a.url(""),
+            "source_key": a.keypair.public_key().to_z32() }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("has data on this homeserver")
+    );
+    b.put_ok(&local, "/pub/app/mine.txt", "still writable")
+        .await;
+}
