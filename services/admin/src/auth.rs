@@ -22,7 +22,7 @@ impl Expected {
         Expected(Arc::new(*blake3::hash(password.as_bytes()).as_bytes()))
     }
 
-    fn matches(&self, given: &[u8]) -> bool {
+    pub(crate) fn matches(&self, given: &[u8]) -> bool {
         constant_time_eq::constant_time_eq_32(blake3::hash(given).as_bytes(), &self.0)
     }
 }

@@ -1,8 +1,8 @@
 //! The admin API: the operator's HTTP interface, on its own listener (spec §8).
 //!
 //! It owns the operator's actions — server info, signup tokens, disabling and enabling
-//! users, per-user limit overrides, deleting an entry, demo users (when enabled), and a stream of every user's
-//! events including private paths — and nothing else: each action is one event appended
+//! users, per-user limit overrides, deleting an entry, demo users (when enabled), a stream of every user's
+//! events including private paths, and WebDAV over every drive (`dav`) — and nothing else: each action is one event appended
 //! with the same `commit()` step as the public services (the answer comes once the
 //! projection shows it), and the rules the actions change (quotas, disabled users,
 //! write paths) are enforced by the write-api, which reads them from the projection.
@@ -17,6 +17,7 @@
 //! has no actor field, and its schemas forbid extra fields).
 
 mod auth;
+mod dav;
 mod demo_users;
 mod entries;
 mod info;
@@ -103,6 +104,7 @@ pub fn router(state: AppState, fanout: events::Fanout, config: AdminConfig) -> R
         true => Router::new().route("/generate_demo_user", post(demo_users::generate)),
         false => Router::new(),
     };
+    let dav = dav::router(expected.clone());
     let protected = Router::new()
         .route("/info", get(info::get))
         .route(
@@ -131,6 +133,7 @@ pub fn router(state: AppState, fanout: events::Fanout, config: AdminConfig) -> R
         .route("/openapi.json", get(openapi_json))
         .merge(protected)
         .layer(api::cors::layer())
+        .merge(dav)
         .with_state(state)
 }
 
@@ -161,6 +164,7 @@ pub(crate) async fn root() -> &'static str {
         users::get_quota,
         users::patch_quota,
         demo_users::generate,
+        dav::serve,
         openapi_json
     )
 )]

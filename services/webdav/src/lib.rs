@@ -25,6 +25,7 @@ mod copy;
 mod doc;
 mod if_header;
 mod lock;
+mod operator;
 pub mod path;
 mod propfind;
 mod resource;
@@ -43,6 +44,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use domain::EntryPath;
 use std::net::SocketAddr;
+
+pub use operator::serve_operator;
+
+/// The grant id of the operator's requests on a drive (`/dav` on the admin listener):
+/// no grant has it (real ids are at most 22 characters of base64url).
+pub const OPERATOR_GRANT: &str = "operator (admin WebDAV)";
 
 /// The methods `/dav/` serves (the `Allow` header).
 pub const METHODS: &str =
@@ -111,6 +118,17 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         return Ok(auth::unauthorized());
     };
     let target = path::parse(parts.uri.path())?;
+    dispatch(state, session, target, parts, body).await
+}
+
+/// A request of `session` on `target`, by method.
+async fn dispatch(
+    state: &AppState,
+    session: Session,
+    target: DavTarget,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Result<Response, ApiError> {
     // A malformed `If` header is refused whatever the method.
     lock::presented(&parts.headers)?;
     match parts.method.as_str() {
@@ -165,7 +183,7 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::By
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))
 }
 
-fn options() -> Response {
+pub(crate) fn options() -> Response {
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
     // Class 2: LOCK and UNLOCK (exclusive write locks on files, the storage locks).

@@ -95,7 +95,7 @@ pub fn multistatus(body: String) -> Response {
         .into_response()
 }
 
-fn finite_depth() -> Response {
+pub fn finite_depth() -> Response {
     (
         StatusCode::FORBIDDEN,
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],

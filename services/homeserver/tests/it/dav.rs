@@ -866,3 +866,107 @@ async fn dav_locks_are_the_storage_locks() {
     let r = send(&s, &u, "LOCK", "/pub/").await.send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn the_admin_webdav_reaches_every_drive() {
+    let s = common::start_with(|c| {
+        c.admin_listen = Some(([127, 0, 0, 1], 0).into());
+        c.admin_password = Some("secret".into());
+    })
+    .await;
+    let u = s.user().await;
+    s.put_ok(&u, "/pub/user.txt", "mine").await;
+    let admin = s.server.admin_addr.expect("admin listener");
+    let url = |path: &str| format!("http://{admin}{path}");
+    let basic = |credentials: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        )
+    };
+
+    let r = s
+        .http
+        .request(method("PROPFIND"), url("/dav/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Basic");
+    for wrong in ["admin:nope", "root:secret"] {
+        let r = s
+            .http
+            .request(method("PROPFIND"), url("/dav/"))
+            .header("authorization", basic(wrong))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{wrong}");
+    }
+    let operator = basic("admin:secret");
+    let r = s
+        .http
+        .request(Method::OPTIONS, url("/dav/"))
+        .header("authorization", &operator)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().contains_key("dav"),
+        "OPTIONS reaches WebDAV, not CORS"
+    );
+    let r = s
+        .http
+        .request(method("PROPFIND"), url("/dav/"))
+        .header("authorization", &operator)
+        .header("depth", "1")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = text(r).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert!(
+        body.contains(&format!("<D:href>/dav/{}/</D:href>", u.z32())),
+        "{body}"
+    );
+
+    // The operator writes and reads a user's drive; REST sees it.
+    let r = s
+        .http
+        .put(url(&format!("/dav/{}/pub/from-admin.txt", u.z32())))
+        .header("authorization", &operator)
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = s
+        .http
+        .get(s.storage(&u, "/pub/from-admin.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello");
+    let r = s
+        .http
+        .request(method("PROPFIND"), url(&format!("/dav/{}/pub/", u.z32())))
+        .header("authorization", &operator)
+        .header("depth", "1")
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = text(r).await;
+    assert!(
+        body.contains("user.txt") && body.contains("from-admin.txt"),
+        "{body}"
+    );
+    // Not a user route: a user's token is no admin credential.
+    let r = s
+        .http
+        .request(method("PROPFIND"), url(&format!("/dav/{}/pub/", u.z32())))
+        .bearer_auth(&u.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
