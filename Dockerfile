@@ -1,12 +1,20 @@
 # syntax=docker/dockerfile:1
-# One image for every service: `homeserver <subcommand>` (see docker-compose.yml).
+# One image for every service: `homeserver <subcommand>` (see docker-compose.yml),
+# built from source. The base images are build arguments, official ones by default:
 #
-# Docker is not available on the dev machines; this file is not built in CI.
+#   BUILD_IMAGE    rust:1.95-bookworm     (the toolchain; any bookworm with cargo)
+#   RUNTIME_IMAGE  debian:bookworm-slim   (e.g. the local hs-debian:bookworm made by
+#                                          scripts/docker-base.sh)
+#
+# Where no Rust toolchain image can be pulled (the dev machines), scripts/compose.sh
+# builds docker/runtime.Dockerfile around a binary built on the host instead: the
+# same runtime stage as below (keep the two alike).
 
-ARG RUST_VERSION=1.95
+ARG BUILD_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # ---- build -------------------------------------------------------------------
-FROM rust:${RUST_VERSION}-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 COPY . .
 # No database during the image build: sqlx's query macros, if used, must read the
@@ -20,12 +28,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -m 0755 target/release/homeserver /usr/local/bin/homeserver
 
 # ---- runtime -----------------------------------------------------------------
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 # ca-certificates: TLS to S3-compatible blob stores and other HTTPS peers.
-# curl: the compose healthchecks call each service's /healthz from inside.
+# curl: the compose healthchecks call each service's /readyz from inside.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*
 RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home homeserver \
     && mkdir -p /data && chown homeserver:homeserver /data
 COPY --from=build /usr/local/bin/homeserver /usr/local/bin/homeserver

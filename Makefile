@@ -22,9 +22,7 @@ endif
 # Extra arguments for the benchmark runner, e.g. make bench BENCH_ARGS='--full'.
 BENCH_ARGS ?=
 
-COMPOSE ?= docker compose
-
-.PHONY: help services services-stop run test lint bench bench-compare up down e2e-drive e2e-dav drill-backup bench-exit
+.PHONY: help services services-stop run test lint bench bench-compare up down e2e-compose e2e-drive e2e-dav drill-backup bench-exit
 
 help:
 	@echo 'make services       start the private Postgres and NATS ($(SERVICES) up)'
@@ -38,7 +36,8 @@ help:
 	@echo 'make e2e-dav        WebDAV with real clients: litmus (basic copymove props locks), rclone, cadaver'
 	@echo 'make bench          benchmarks of our homeserver, quick (BENCH_ARGS=--full)'
 	@echo 'make bench-compare  the same for ours and the reference (pubky-homeserver 0.17.1)'
-	@echo 'make up / down      split deployment with docker compose'
+	@echo 'make up / down      split deployment with docker-compose (scripts/compose.sh)'
+	@echo 'make e2e-compose    that deployment from nothing: smoke scenario, fault drills, teardown'
 
 services:
 	$(SERVICES) up
@@ -117,10 +116,14 @@ bench-compare: $(REFERENCE_BIN)
 	cargo build --release -p homeserver -p hs-bench
 	$(WITH_SERVICES) target/release/hs-bench compare --reference-bin $(REFERENCE_BIN) $(BENCH_ARGS)
 
-# Split deployment (docker-compose.yml). Needs a Docker engine with the compose
-# plugin; the dev machines have neither.
+# Split deployment (docker-compose.yml) through scripts/compose.sh: official images
+# where a registry answers, else local ones (a debootstrapped Debian base, and the
+# homeserver image around HS_BINARY, a release build of this checkout by default).
 up:
-	$(COMPOSE) up -d --build
+	scripts/compose.sh up
 
 down:
-	$(COMPOSE) down
+	scripts/compose.sh down
+
+e2e-compose:
+	scripts/e2e-compose.sh

@@ -12,6 +12,7 @@ mod common;
 mod account;
 mod admin;
 mod cli;
+mod compose_e2e;
 mod dav;
 mod dav_clients;
 mod demo_users;
