@@ -14,7 +14,7 @@
 //! error and retried with exponential back-off, from the checkpoint.
 
 use crate::source::{Source, SourceError, StreamEvent};
-use crate::sync::{Fetched, Mirror, SyncError};
+use crate::sync::{FETCH_AHEAD, Fetched, Mirror, SyncError};
 use crate::table::{self, MirrorRow};
 use crate::{MirrorSet, Settings};
 use api::AppState;
@@ -29,6 +29,11 @@ use tokio_util::sync::CancellationToken;
 /// Back-off after a failure: doubling from the first to the last.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Most stream events applied as one batch.
+const BATCH: usize = 256;
+/// How long a batch waits for one more event the stream may already hold.
+const READY: Duration = Duration::from_millis(2);
 
 /// Runs the supervisor until `stop` is cancelled: every `settings.poll` (or at once
 /// when the set changes in this process) it starts a task for each new row and stops
@@ -166,6 +171,8 @@ async fn run(mirror: &Mirror<'_>, settings: &Settings) -> Result<(), SyncError> 
     // events are skipped.
     let mut synced_to = sync_all(mirror).await?;
     let cursor = row.cursor.max(synced_to);
+    // The newest of the primary's events reflected here (by the stream or a sync).
+    let mut applied_to = cursor;
     let events = mirror.source.events(cursor).await?;
     futures::pin_mut!(events);
     let mut anti_entropy = tokio::time::interval(settings.anti_entropy);
@@ -173,76 +180,137 @@ async fn run(mirror: &Mirror<'_>, settings: &Settings) -> Result<(), SyncError> 
     loop {
         tokio::select! {
             next = events.next() => {
-                let event = next.unwrap_or_else(|| {
+                let first = next.unwrap_or_else(|| {
                     Err(SourceError::Unreachable("the event stream ended".into()))
                 })?;
-                if event.seq <= synced_to {
-                    continue;
+                // Whatever else the stream already holds is applied with it: contents
+                // fetched a few ahead, one projection wait and one root check per batch.
+                let mut batch = vec![first];
+                // (A moment's wait, not none: the HTTP body is read from the socket
+                // only when asked for, by a task that has to get a turn.)
+                while batch.len() < BATCH {
+                    match tokio::time::timeout(READY, events.next()).await {
+                        Ok(Some(event)) => batch.push(event?),
+                        _ => break,
+                    }
                 }
-                if !apply(mirror, &event).await? {
-                    synced_to = sync_all(mirror).await?.max(event.seq);
+                batch.retain(|event| event.seq > synced_to);
+                let Some(newest) = batch.last().map(|event| event.seq) else {
+                    continue;
+                };
+                let ok = apply(mirror, &batch).await?;
+                applied_to = applied_to.max(newest);
+                if !ok {
+                    synced_to = sync_all(mirror).await?.max(newest);
                     table::advance(store, &user, synced_to).await.map_err(local)?;
                 }
             }
             _ = anti_entropy.tick() => {
-                if drifted(mirror).await? {
+                if drifted(mirror, applied_to).await? {
                     tracing::info!(user, "mirror: anti-entropy found drift, repairing by diff");
                     synced_to = synced_to.max(sync_all(mirror).await?);
+                    applied_to = applied_to.max(synced_to);
                 }
             }
         }
     }
 }
 
-/// Whether a signed root of the primary differs from the local one.
-async fn drifted(mirror: &Mirror<'_>) -> Result<bool, SyncError> {
+/// Whether a signed root of the primary differs from the local one although every
+/// event up to the root's own is reflected here (`applied_to`). A root of a newer
+/// event is not drift: that event is on its way on the stream.
+async fn drifted(mirror: &Mirror<'_>, applied_to: u64) -> Result<bool, SyncError> {
     for private in [false, true] {
         if private && !mirror.source.has_private() {
             continue;
         }
         let signed = mirror.source.signed_root(private).await?;
-        if signed.root != mirror.local_root(private).await? {
+        if signed.seq <= applied_to && signed.root != mirror.local_root(private).await? {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-/// Applies one stream event. `Ok(false)`: it could not be reproduced exactly (the
-/// content is another version by now, or the root differs afterwards): sync by diff.
-async fn apply(mirror: &Mirror<'_>, event: &StreamEvent) -> Result<bool, SyncError> {
-    let private = event.path.starts_with("/priv/");
+fn is_private(event: &StreamEvent) -> bool {
+    event.path.starts_with("/priv/")
+}
+
+/// Applies a batch of stream events in order. `Ok(false)`: it could not be reproduced
+/// exactly (an event without a root or hash, a content that is another version by now,
+/// or a root that differs afterwards): sync by diff.
+async fn apply(mirror: &Mirror<'_>, batch: &[StreamEvent]) -> Result<bool, SyncError> {
     let store = &mirror.state.store;
-    let user = mirror.source.user.clone();
     let local = |e: sqlx::Error| SyncError::Local(e.to_string());
-    let Some(expected_root) = event.root else {
-        return Ok(false); // no root to check against: only a diff is verifiable
-    };
-    let last = mirror.file_seq().await?;
-    if mirror.local_root(private).await? != expected_root {
-        let change = match (event.put, event.content_hash) {
-            (true, Some(hash)) => match mirror.fetch(&event.path, &hash).await? {
-                Fetched::Changed => return Ok(false),
-                Fetched::Stored(content_type, size) => Change::FilePut {
-                    path: event.path.clone(),
-                    content_hash: Digest(hash),
-                    size,
-                    content_type,
-                },
+    if batch
+        .iter()
+        .any(|e| e.root.is_none() || (e.put && e.content_hash.is_none()))
+    {
+        return Ok(false); // nothing to check against: only a diff is verifiable
+    }
+    let mut last = mirror.file_seq().await?;
+    // A replay after a crash: the first event's effect may already be here.
+    let first = &batch[0];
+    let done = first.root == Some(mirror.local_root(is_private(first)).await?);
+    let todo = &batch[usize::from(done)..];
+    // Owned items: a closure over borrowed ones would not be `Send` for every lifetime.
+    let wanted: Vec<(String, Option<[u8; 32]>)> = todo
+        .iter()
+        .map(|e| (e.path.clone(), e.content_hash.filter(|_| e.put)))
+        .collect();
+    let fetches = futures::stream::iter(wanted)
+        .map(|(path, hash)| async move {
+            match hash {
+                Some(hash) => mirror.fetch(&path, &hash).await.map(Some),
+                None => Ok(None),
+            }
+        })
+        .buffered(FETCH_AHEAD);
+    futures::pin_mut!(fetches);
+    let mut appended = None;
+    for event in todo {
+        let Some(fetched) = fetches.next().await else {
+            break;
+        };
+        let change = match fetched? {
+            Some(Fetched::Stored(content_type, size)) => Change::FilePut {
+                path: event.path.clone(),
+                content_hash: Digest(event.content_hash.unwrap_or_default()),
+                size,
+                content_type,
             },
-            (true, None) => return Ok(false),
-            (false, _) => Change::FileDeleted {
+            Some(Fetched::Changed) => break,
+            None => Change::FileDeleted {
                 path: event.path.clone(),
             },
         };
-        mirror.append(change, event.seq, last).await?;
-        if mirror.local_root(private).await? != expected_root {
+        last = mirror.append_unwaited(change, event.seq, last).await?;
+        appended = Some((last, event.seq));
+    }
+    if let Some((seq, _)) = appended {
+        mirror.wait(seq).await?;
+    }
+    if appended.map(|(_, source)| source) != todo.last().map(|e| e.seq) {
+        return Ok(false); // stopped at a content that changed since
+    }
+    // Each tree's root must be the one the primary gave after its last event here.
+    for private in [false, true] {
+        if let Some(event) = batch.iter().rev().find(|e| is_private(e) == private)
+            && event.root != Some(mirror.local_root(private).await?)
+        {
             return Ok(false);
         }
     }
-    if event.ends_event {
-        let root = merkle::root_hex(expected_root);
-        table::checkpoint(store, &user, event.seq, private, &root, 1)
+    if let Some(end) = batch.iter().rev().find(|e| e.ends_event) {
+        let upto = batch.iter().take_while(|e| e.seq <= end.seq);
+        let root_of = |private: bool| {
+            let last = upto.clone().filter(|e| is_private(e) == private).last();
+            last.map(|e| merkle::root_hex(e.root.flatten()))
+        };
+        let (public, private) = (root_of(false), root_of(true));
+        let roots = (public.as_deref(), private.as_deref());
+        let applied = todo.len() as u64;
+        table::checkpoint(store, &mirror.source.user, end.seq, roots, applied)
             .await
             .map_err(local)?;
     }

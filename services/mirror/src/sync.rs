@@ -25,7 +25,7 @@ use log::{AppendError, Expected};
 use std::time::Duration;
 
 /// Contents fetched ahead of the in-order appends.
-const FETCH_AHEAD: usize = 8;
+pub(crate) const FETCH_AHEAD: usize = 8;
 
 /// How long the mirror waits for its own event to be projected here.
 const PROJECTION_WAIT: Duration = Duration::from_secs(30);
@@ -131,7 +131,7 @@ impl Mirror<'_> {
         )
     }
 
-    async fn wait(&self, seq: EventSeq) -> Result<(), SyncError> {
+    pub(crate) async fn wait(&self, seq: EventSeq) -> Result<(), SyncError> {
         if self.state.progress.wait_for(seq, PROJECTION_WAIT).await {
             Ok(())
         } else {
@@ -161,12 +161,22 @@ impl Mirror<'_> {
         source_seq: u64,
         last: EventSeq,
     ) -> Result<EventSeq, SyncError> {
+        let seq = self.append_unwaited(change, source_seq, last).await?;
+        self.wait(seq).await?;
+        Ok(seq)
+    }
+
+    /// [`Mirror::append`] without waiting for the projection (a batch waits once, for
+    /// its last event).
+    pub async fn append_unwaited(
+        &self,
+        change: Change,
+        source_seq: u64,
+        last: EventSeq,
+    ) -> Result<EventSeq, SyncError> {
         let event = self.event(change, source_seq);
         match self.state.log.append(&event, Expected::LastSeq(last)).await {
-            Ok(seq) => {
-                self.wait(seq).await?;
-                Ok(seq)
-            }
+            Ok(seq) => Ok(seq),
             Err(AppendError::Conflict { current }) => {
                 Err(SyncError::Source(SourceError::Unreachable(format!(
                     "the user's files here moved past event {last} (now {current:?}) while a \

@@ -127,29 +127,27 @@ pub async fn remove(store: &Store, user: &str) -> Result<bool, sqlx::Error> {
     Ok(done.rows_affected() > 0)
 }
 
-/// The follower applied the primary's event `seq` (and the root it gave matched).
+/// The follower applied the primary's events up to `seq` (and the roots it gave
+/// matched): the roots of the trees they touched are recorded.
 pub async fn checkpoint(
     store: &Store,
     user: &str,
     seq: u64,
-    private: bool,
-    root: &str,
+    roots: (Option<&str>, Option<&str>),
     applied: u64,
 ) -> Result<(), sqlx::Error> {
-    let column = if private {
-        "source_root_priv"
-    } else {
-        "source_root_pub"
-    };
-    sqlx::query(&format!(
-        "UPDATE mirrors SET cursor = GREATEST(cursor, $2), {column} = $3,
-            source_seq = GREATEST(source_seq, $2), events_applied = events_applied + $4,
+    sqlx::query(
+        "UPDATE mirrors SET cursor = GREATEST(cursor, $2),
+            source_root_pub = COALESCE($3, source_root_pub),
+            source_root_priv = COALESCE($4, source_root_priv),
+            source_seq = GREATEST(source_seq, $2), events_applied = events_applied + $5,
             state = 'following', last_error = NULL
-         WHERE user_key = $1"
-    ))
+         WHERE user_key = $1",
+    )
     .bind(user)
     .bind(i(seq))
-    .bind(root)
+    .bind(roots.0)
+    .bind(roots.1)
     .bind(i(applied))
     .execute(store.pool())
     .await?;

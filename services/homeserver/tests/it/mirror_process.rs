@@ -219,3 +219,115 @@ async fn an_outage_of_the_primary_is_retried_and_followed_once_it_is_back() {
     assert_eq!(status["local_roots"]["pub"], on_a["root"]);
     assert!(status["last_error"].is_null());
 }
+
+/// The mirror's lag under load (ignored by default; run it with
+/// `cargo test -p homeserver --test it -- --ignored --nocapture mirror_lag_bench`,
+/// `MIRROR_BENCH_SECS` of writes, default 30): two `homeserver all` processes, an app
+/// writing 100 small files a second to A, and a reader of B's live event stream; the
+/// lag of a write is the time from A's 201 to the write's line on B's stream.
+#[tokio::test]
+#[ignore = "a benchmark: run explicitly"]
+async fn mirror_lag_bench() {
+    let secs: u64 = std::env::var("MIRROR_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let (env_a, env_b) = (testkit::TestEnv::new().await, testkit::TestEnv::new().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, url_a, _) = spawn_all(&env_a, &dir.path().join("a")).await;
+    let (_b, url_b, admin_b) = spawn_all(&env_b, &dir.path().join("b")).await;
+    let (user, token) = common::user_via_log(&env_a).await;
+    let z32 = user.public_key().to_z32();
+    let http = reqwest::Client::new();
+    let add = http
+        .post(format!("{admin_b}/mirrors"))
+        .header("X-Admin-Password", PASSWORD)
+        .json(&serde_json::json!({ "user": z32, "source": url_a }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(add.status(), StatusCode::CREATED);
+    wait_status(&url_b, &z32, |s| s["state"] == "following").await;
+
+    // B's live stream: when each path arrived.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    // MIRROR_BENCH_STREAM=a reads A's own stream instead: the part of the lag that is
+    // A's event delivery.
+    let watched = match std::env::var("MIRROR_BENCH_STREAM").as_deref() {
+        Ok("a") => url_a.clone(),
+        _ => url_b.clone(),
+    };
+    let stream = http
+        .get(format!("{watched}/events-stream?user={z32}&live=true"))
+        .send()
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut body = stream.bytes_stream();
+        let mut buffer = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find('\n') {
+                let line: String = buffer.drain(..=end).collect();
+                if let Some(url) = line.trim().strip_prefix("data: pubky://") {
+                    let _ = seen_tx.send((url.to_owned(), std::time::Instant::now()));
+                }
+            }
+        }
+    });
+
+    // The app: 100 writes a second to A, each one's 201 time recorded.
+    let mut acked = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut writes = tokio::task::JoinSet::new();
+    for n in 0..secs * 100 {
+        tick.tick().await;
+        let (http, url_a, z32, token) = (
+            http.clone(),
+            url_a.clone(),
+            z32.clone(),
+            token.as_str().to_owned(),
+        );
+        writes.spawn(async move {
+            let path = format!("/pub/bench/{n:06}.json");
+            let r = http
+                .put(format!("{url_a}/storage/{z32}{path}"))
+                .bearer_auth(token)
+                .body(format!("{{\"n\":{n}}}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            (format!("{z32}{path}"), std::time::Instant::now())
+        });
+    }
+    while let Some(done) = writes.join_next().await {
+        let (path, at) = done.unwrap();
+        acked.insert(path, at);
+    }
+    let mut lags = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while lags.len() < acked.len() && std::time::Instant::now() < deadline {
+        let Ok(Some((path, at))) =
+            tokio::time::timeout(Duration::from_secs(10), seen_rx.recv()).await
+        else {
+            break;
+        };
+        if let Some(acked_at) = acked.get(&path) {
+            lags.push(at.saturating_duration_since(*acked_at));
+        }
+    }
+    assert_eq!(lags.len(), acked.len(), "every write reached B");
+    lags.sort();
+    let p = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
+    println!(
+        "{} writes at 100/s: mirror lag p50 {:?}, p99 {:?}, max {:?}",
+        lags.len(),
+        p(0.5),
+        p(0.99),
+        lags[lags.len() - 1]
+    );
+    let status = json(&http, &format!("{url_b}/mirror/{z32}")).await;
+    let on_a = json(&http, &format!("{url_a}/merkle/{z32}/root")).await;
+    assert_eq!(status["local_roots"]["pub"], on_a["root"]);
+}
