@@ -52,6 +52,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The longest a query waits for a connection (see [`Store::connect_in_schema`]).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
+
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -78,7 +81,10 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .idle_timeout(Duration::from_secs(30))
-            .acquire_timeout(Duration::from_secs(5))
+            // While Postgres is down, sqlx keeps trying to connect until this passes:
+            // it is how long a request waits before its 503, so it is short. (A busy
+            // pool hands a connection over in milliseconds, far below it.)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         Ok(Store {

@@ -98,6 +98,7 @@ async fn readyz_until(server: &common::TestServer, want: StatusCode) -> reqwest:
 
 /// A PUT that must be refused with 503 and `Retry-After`.
 async fn put_refused(server: &common::TestServer, user: &common::TestUser, path: &str) {
+    let asked = std::time::Instant::now();
     let put = server
         .http
         .put(server.storage(user, path))
@@ -110,6 +111,13 @@ async fn put_refused(server: &common::TestServer, user: &common::TestUser, path:
     assert_eq!(
         put.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()),
         Some("2")
+    );
+    // Answered, not left hanging until a client gives up (the bound is generous: the
+    // server waits at most `store::ACQUIRE_TIMEOUT` for Postgres).
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "the 503 took {:?}",
+        asked.elapsed()
     );
 }
 
