@@ -396,7 +396,9 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
     let mirrors = mirror::MirrorSet::default();
     let _mirrors = mirrors.keep_loaded(state.store.clone(), state.shutdown.clone());
     let router = match service {
-        Service::ReadApi => router.merge(mirror::router(mirrors.clone())),
+        // The status resource's GET goes to the read-api, the user's POST to the
+        // write-api (the gateway routes by method).
+        Service::ReadApi | Service::WriteApi => router.merge(mirror::router(mirrors.clone())),
         _ => router,
     }
     .layer(axum::middleware::from_fn_with_state(
