@@ -78,6 +78,18 @@ pub struct CookieSessionStart {
     pub auth_token_id: String,
 }
 
+/// One dead property change of [`Change::PropsPatched`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropChange {
+    /// The property's XML namespace (empty for none).
+    pub ns: String,
+    /// Its local name.
+    pub name: String,
+    /// The property element with its value; absent = remove the property.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xml: Option<String>,
+}
+
 /// What happened. The `kind` tag names the event in the JSON form.
 // Events are short-lived values built once per request; boxing the large variant would
 // only complicate the serde mapping.
@@ -206,6 +218,15 @@ pub enum Change {
     TreeDeleted {
         path: String,
     },
+    /// Dead properties of a file or a folder set or removed (WebDAV `PROPPATCH`), in
+    /// request order, all or nothing. `path` ends with `/` for a folder. A property is
+    /// named by its XML namespace and local name; `xml` is the whole property element
+    /// as a client will read it back (absent: the property is removed). Copies and
+    /// moves carry a resource's properties along; deleting it deletes them.
+    PropsPatched {
+        path: String,
+        props: Vec<PropChange>,
+    },
     /// A file or a folder with everything under it copied or moved (WebDAV `COPY`,
     /// `MOVE`) in one event, so a move is atomic on the log: never half-moved. `from`
     /// and `to` are both files or both folders (ending with `/`). Whatever was at `to`
@@ -255,7 +276,8 @@ impl Change {
             | Change::LockReleased { .. }
             | Change::DirCreated { .. }
             | Change::TreeDeleted { .. }
-            | Change::TreeCopied { .. } => SubjectFamily::Files,
+            | Change::TreeCopied { .. }
+            | Change::PropsPatched { .. } => SubjectFamily::Files,
             Change::SignupTokenMinted { .. } => SubjectFamily::Operator,
             _ => SubjectFamily::Account,
         }
@@ -282,6 +304,7 @@ impl Change {
             Change::DirCreated { .. } => "dir_created",
             Change::TreeDeleted { .. } => "tree_deleted",
             Change::TreeCopied { .. } => "tree_copied",
+            Change::PropsPatched { .. } => "props_patched",
         }
     }
 }
@@ -431,7 +454,8 @@ impl Change {
             | Change::LockRefreshed { path, .. }
             | Change::LockReleased { path, .. }
             | Change::DirCreated { path }
-            | Change::TreeDeleted { path } => Some(Visibility::of_path(path)),
+            | Change::TreeDeleted { path }
+            | Change::PropsPatched { path, .. } => Some(Visibility::of_path(path)),
             // Public only when both sides are: a private path never travels on the
             // public subject.
             Change::TreeCopied { from, to, .. } => {

@@ -73,6 +73,22 @@ impl Store {
             .collect()
     }
 
+    /// The dead properties (`PROPPATCH`) of `paths`: (path, namespace, name, element).
+    pub async fn dav_props(
+        &self,
+        owner: &PublicKey,
+        paths: &[String],
+    ) -> Result<Vec<(String, String, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT path, ns, name, xml FROM dav_props WHERE owner = $1 AND path = ANY($2)
+             ORDER BY path, ns, name",
+        )
+        .bind(owner.to_z32())
+        .bind(paths)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// How many files lie at `path` (a file) or under it (a folder, ending with `/`),
     /// and their bytes.
     pub async fn tree_usage(&self, owner: &PublicKey, path: &str) -> Result<(i64, i64)> {

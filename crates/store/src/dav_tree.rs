@@ -1,5 +1,6 @@
 //! Projecting the folder events of WebDAV: `dir_created` (`MKCOL`), `tree_deleted`
-//! (`DELETE` of a collection) and `tree_copied` (`COPY`, `MOVE`).
+//! (`DELETE` of a collection) and `tree_copied` (`COPY`, `MOVE`), and the dead
+//! properties of `props_patched` (`PROPPATCH`).
 //!
 //! A folder operation is one event however many files it touches, so its projection is
 //! one step of the projector's transaction, like every other event: the entries go,
@@ -106,9 +107,9 @@ pub(crate) async fn remove_tree(
     .fetch_all(&mut **tx)
     .await?;
     let tables: &[&str] = if locks {
-        &["dav_dirs", "entry_locks"]
+        &["dav_dirs", "dav_props", "entry_locks"]
     } else {
-        &["dav_dirs"]
+        &["dav_dirs", "dav_props"]
     };
     for table in tables {
         sqlx::query(&format!(
@@ -202,6 +203,17 @@ pub(crate) async fn tree_copied(
     } else {
         Vec::new()
     };
+    // The source's dead properties, at their new paths.
+    let props: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT path, ns, name, xml FROM dav_props
+         WHERE owner = $1 AND (path = $2 OR ($4 AND path >= $2 AND path < $3))",
+    )
+    .bind(user)
+    .bind(copy.from)
+    .bind(dir_end(&format!("{}/", copy.from.trim_end_matches('/'))))
+    .bind(is_dir && !copy.shallow)
+    .fetch_all(&mut **tx)
+    .await?;
     let to_dir = format!("{}/", copy.to.trim_end_matches('/'));
     let mut removed = remove_tree(tx, user, &to_dir, false).await?;
     if copy.moved {
@@ -251,8 +263,80 @@ pub(crate) async fn tree_copied(
         .execute(&mut **tx)
         .await?;
     }
+    for (path, ns, name, xml) in props {
+        let path = format!("{}{}", copy.to, &path[copy.from.len()..]);
+        set_prop(tx, user, seq, &path, &ns, &name, &xml).await?;
+    }
     write_lines(tx, trees, user, seq, ts, &changes).await?;
     set_file_seq(tx, user, seq, delta).await
+}
+
+/// `props_patched`: each change in order, all in this transaction.
+pub(crate) async fn props_patched(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &str,
+    seq: i64,
+    path: &str,
+    props: &[domain::event::PropChange],
+) -> Result<()> {
+    if !user_exists(tx, user, seq).await? {
+        return Ok(());
+    }
+    for prop in props {
+        match &prop.xml {
+            Some(xml) => set_prop(tx, user, seq, path, &prop.ns, &prop.name, xml).await?,
+            None => {
+                sqlx::query(
+                    "DELETE FROM dav_props WHERE owner = $1 AND path = $2 AND ns = $3 AND name = $4",
+                )
+                .bind(user)
+                .bind(path)
+                .bind(&prop.ns)
+                .bind(&prop.name)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+    }
+    set_file_seq(tx, user, seq, 0).await
+}
+
+async fn set_prop(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &str,
+    seq: i64,
+    path: &str,
+    ns: &str,
+    name: &str,
+    xml: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO dav_props (owner, path, ns, name, xml, seq) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (owner, path, ns, name) DO UPDATE SET xml = excluded.xml, seq = excluded.seq",
+    )
+    .bind(user)
+    .bind(path)
+    .bind(ns)
+    .bind(name)
+    .bind(xml)
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The dead properties of a deleted file go with it.
+pub(crate) async fn forget_props(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &str,
+    path: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM dav_props WHERE owner = $1 AND path = $2")
+        .bind(user)
+        .bind(path)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Edits the Merkle trees for `changes` (in order) and writes them as the lines of

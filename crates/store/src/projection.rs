@@ -340,6 +340,7 @@ async fn apply(
             if done.rows_affected() == 0 {
                 account_deletion::file_event_of_deleted(tx, &user, seq).await?;
             }
+            crate::dav_tree::forget_props(tx, &user, path).await?;
             return Ok(());
         }
         Change::AccountDeleted { .. } => {
@@ -421,6 +422,9 @@ async fn apply(
         }
         Change::TreeDeleted { path } => {
             return crate::dav_tree::tree_deleted(tx, trees, &user, seq, ts, path).await;
+        }
+        Change::PropsPatched { path, props } => {
+            return crate::dav_tree::props_patched(tx, &user, seq, path, props).await;
         }
         Change::TreeCopied {
             from,

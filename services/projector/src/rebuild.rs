@@ -27,6 +27,7 @@ const TABLES: &[&str] = &[
     "deleted_users",
     "entry_locks",
     "dav_dirs",
+    "dav_props",
 ];
 
 /// The columns of `events` every projection run writes the same way.

@@ -28,6 +28,7 @@ mod lock;
 mod operator;
 pub mod path;
 mod propfind;
+mod proppatch;
 mod resource;
 mod write;
 mod xml;
@@ -53,7 +54,7 @@ pub const OPERATOR_GRANT: &str = "operator (admin WebDAV)";
 
 /// The methods `/dav/` serves (the `Allow` header).
 pub const METHODS: &str =
-    "OPTIONS, GET, HEAD, PROPFIND, PUT, DELETE, MKCOL, COPY, MOVE, LOCK, UNLOCK";
+    "OPTIONS, GET, HEAD, PROPFIND, PROPPATCH, PUT, DELETE, MKCOL, COPY, MOVE, LOCK, UNLOCK";
 
 /// The WebDAV routes of the client listeners (plain HTTP and Pubky TLS). A bare
 /// `/dav` names no drive and is not WebDAV's (it falls to legacy storage, as in the
@@ -145,6 +146,10 @@ async fn dispatch(
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip());
             get(state, session, peer, &parts, &target).await
+        }
+        "PROPPATCH" => {
+            let body = read_body(body, propfind::MAX_BODY_BYTES).await?;
+            proppatch::proppatch(state, &session, &target, &parts.headers, &body).await
         }
         "PUT" => write::put(state, &session, &target, &parts.headers, body).await,
         "DELETE" => write::delete(state, &session, &target, &parts.headers).await,

@@ -60,26 +60,38 @@ pub async fn propfind(
     let found = resource::resolve(state, target).await?;
     let mut out =
         String::from(r#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:">"#);
-    match &found {
+    let children = match &found {
         Resource::Missing => return Err(ApiError::not_found()),
-        Resource::File(entry) => {
-            out.push_str(&response(target, &Item::File(entry), &asked));
+        Resource::Collection(_) if depth == Depth::Infinity => return Ok(finite_depth()),
+        Resource::Collection(dir) if depth == Depth::One => {
+            state.store.dav_children(&target.owner, dir).await?
         }
-        Resource::Collection(dir) => {
-            if depth == Depth::Infinity {
-                return Ok(finite_depth());
-            }
-            out.push_str(&response(target, &Item::Collection(dir), &asked));
-            if depth == Depth::One {
-                for child in state.store.dav_children(&target.owner, dir).await? {
-                    let item = match &child {
-                        DavChild::File(entry) => Item::File(entry),
-                        DavChild::Collection(path) => Item::Collection(path),
-                    };
-                    out.push_str(&response(target, &item, &asked));
-                }
-            }
-        }
+        _ => Vec::new(),
+    };
+    let mut items = vec![match &found {
+        Resource::File(entry) => Item::File(entry),
+        Resource::Collection(dir) => Item::Collection(dir),
+        Resource::Missing => return Err(ApiError::not_found()),
+    }];
+    items.extend(children.iter().map(|child| match child {
+        DavChild::File(entry) => Item::File(entry),
+        DavChild::Collection(path) => Item::Collection(path),
+    }));
+    let paths: Vec<String> = items.iter().map(|item| item.path().to_string()).collect();
+    let dead = state.store.dav_props(&target.owner, &paths).await?;
+    for item in &items {
+        let mine: Vec<(PropName, &str)> = dead
+            .iter()
+            .filter(|(path, ..)| path == item.path())
+            .map(|(_, ns, name, xml)| {
+                let name = PropName {
+                    ns: ns.clone(),
+                    name: name.clone(),
+                };
+                (name, xml.as_str())
+            })
+            .collect();
+        out.push_str(&response(target, item, &asked, &mine));
     }
     out.push_str("</D:multistatus>");
     Ok(multistatus(out))
@@ -150,8 +162,14 @@ impl Item<'_> {
     }
 }
 
-/// One `<D:response>`: the found properties under 200, the others under 404.
-pub fn response(target: &DavTarget, item: &Item<'_>, asked: &PropFind) -> String {
+/// One `<D:response>`: the found properties under 200, the others under 404. `dead`
+/// are the item's dead properties, each with its element.
+pub fn response(
+    target: &DavTarget,
+    item: &Item<'_>,
+    asked: &PropFind,
+    dead: &[(PropName, &str)],
+) -> String {
     let mut found = String::new();
     let mut missing = String::new();
     match asked {
@@ -161,6 +179,9 @@ pub fn response(target: &DavTarget, item: &Item<'_>, asked: &PropFind) -> String
                     found.push_str(&PropName::dav(name).element(&value));
                 }
             }
+            for (_, xml) in dead {
+                found.push_str(xml);
+            }
         }
         PropFind::PropName => {
             for name in LIVE {
@@ -168,13 +189,18 @@ pub fn response(target: &DavTarget, item: &Item<'_>, asked: &PropFind) -> String
                     found.push_str(&PropName::dav(name).element(""));
                 }
             }
+            for (name, _) in dead {
+                found.push_str(&name.element(""));
+            }
         }
         PropFind::Prop(names) => {
             for name in names {
                 let value = (name.ns == DAV_NS).then(|| item.live(&name.name)).flatten();
-                match value {
-                    Some(value) => found.push_str(&name.element(&value)),
-                    None => missing.push_str(&name.element("")),
+                let stored = dead.iter().find(|(dead, _)| dead == name);
+                match (value, stored) {
+                    (Some(value), _) => found.push_str(&name.element(&value)),
+                    (None, Some((_, xml))) => found.push_str(xml),
+                    (None, None) => missing.push_str(&name.element("")),
                 }
             }
         }

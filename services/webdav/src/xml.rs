@@ -30,6 +30,11 @@ impl PropName {
     /// The element with `inner` as content: `D:` for `DAV:`, otherwise a prefix of
     /// its own declared on the element (or the empty default namespace).
     pub fn element(&self, inner: &str) -> String {
+        self.element_with("", inner)
+    }
+
+    /// [`PropName::element`] with extra namespace declarations on the element.
+    pub fn element_with(&self, declarations: &str, inner: &str) -> String {
         let (open, close) = if self.ns == DAV_NS {
             (format!("D:{}", self.name), format!("D:{}", self.name))
         } else if self.ns.is_empty() {
@@ -41,9 +46,9 @@ impl PropName {
             )
         };
         if inner.is_empty() {
-            format!("<{open}/>")
+            format!("<{open}{declarations}/>")
         } else {
-            format!("<{open}>{inner}</{close}>")
+            format!("<{open}{declarations}>{inner}</{close}>")
         }
     }
 }
@@ -197,6 +202,79 @@ pub fn propfind(body: &[u8]) -> Result<PropFind, ApiError> {
     Err(ApiError::bad_request(
         "The PROPFIND body must ask for allprop, propname or prop",
     ))
+}
+
+/// One change of a `PROPPATCH`, in request order: set a dead property to `xml` (the
+/// property element with its value, self-contained: it declares every namespace that
+/// was in scope where it was written), or remove it (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropChange {
+    pub name: PropName,
+    pub xml: Option<String>,
+}
+
+/// The changes of a `PROPPATCH` body (`DAV:propertyupdate` of `set` and `remove`).
+pub fn propertyupdate(body: &[u8]) -> Result<Vec<PropChange>, ApiError> {
+    // Well-formed and of the right shape first; then a second pass keeps the raw values.
+    let root = parse(body)?;
+    if !root.is(DAV_NS, "propertyupdate") {
+        return Err(ApiError::bad_request(
+            "The PROPPATCH body must be a DAV:propertyupdate element",
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request(NOT_XML))?;
+    let mut reader = NsReader::from_str(text);
+    let bad = || ApiError::bad_request(NOT_XML);
+    // Depth 1 = propertyupdate, 2 = set/remove, 3 = prop, 4 = a property.
+    let mut depth = 0;
+    let mut setting = false;
+    let mut out = Vec::new();
+    loop {
+        let (resolved, event) = reader.read_resolved_event().map_err(|_| bad())?;
+        let ns = match resolved {
+            ResolveResult::Bound(ns) => ns.0.to_string(),
+            _ => String::new(),
+        };
+        let empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(start) | Event::Empty(start) if depth == 3 => {
+                let name = PropName {
+                    ns,
+                    name: start.local_name().as_ref().to_string(),
+                };
+                let mut declarations = String::new();
+                for (prefix, namespace) in reader.resolver().bindings() {
+                    match prefix {
+                        quick_xml::name::PrefixDeclaration::Named(p)
+                            if p != "xml" && p != "xmlns" && p != "R" =>
+                        {
+                            declarations
+                                .push_str(&format!(" xmlns:{p}=\"{}\"", escape(namespace.0)));
+                        }
+                        _ => {}
+                    }
+                }
+                let inner = if empty {
+                    String::new()
+                } else {
+                    let span = reader.read_to_end(start.name()).map_err(|_| bad())?;
+                    text[span.start as usize..span.end as usize].to_string()
+                };
+                let xml = setting.then(|| name.element_with(&declarations, &inner));
+                out.push(PropChange { name, xml });
+            }
+            Event::Start(start) => {
+                depth += 1;
+                if depth == 2 {
+                    setting = start.local_name().as_ref() == "set";
+                }
+            }
+            Event::End(_) => depth -= 1,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Text and attribute values escaped for XML.

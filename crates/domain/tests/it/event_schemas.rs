@@ -24,7 +24,7 @@ const SUFFIX: &str = ".schema.json";
 /// How many variants `Change` has. [`variant_index`] has no wildcard arm, so adding a
 /// variant does not compile until it is listed there, and then the coverage test fails
 /// until this number, a sample and a schema file are added too.
-const VARIANTS: usize = 18;
+const VARIANTS: usize = 19;
 
 fn variant_index(change: &Change) -> usize {
     match change {
@@ -46,6 +46,7 @@ fn variant_index(change: &Change) -> usize {
         Change::DirCreated { .. } => 15,
         Change::TreeDeleted { .. } => 16,
         Change::TreeCopied { .. } => 17,
+        Change::PropsPatched { .. } => 18,
     }
 }
 
@@ -308,6 +309,26 @@ fn samples() -> Vec<Event> {
                 to: "/pub/example.app/archive/".into(),
                 moved: true,
                 shallow: false,
+            },
+        ),
+        (
+            user,
+            Change::PropsPatched {
+                path: "/pub/example.app/doc.txt".into(),
+                props: vec![
+                    hs_domain::event::PropChange {
+                        ns: "http://example.com/ns".into(),
+                        name: "colour".into(),
+                        xml: Some(
+                            r#"<R:colour xmlns:R="http://example.com/ns">blue</R:colour>"#.into(),
+                        ),
+                    },
+                    hs_domain::event::PropChange {
+                        ns: "http://example.com/ns".into(),
+                        name: "size".into(),
+                        xml: None,
+                    },
+                ],
             },
         ),
     ];
@@ -696,10 +717,12 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             what: "directory-shaped path",
+            // props_patched names files and folders alike.
             apply: |e| {
-                e.get("path")
-                    .and_then(Value::as_str)
-                    .is_some_and(|path| !path.ends_with('/'))
+                e.get("kind") != Some(&json!("props_patched"))
+                    && e.get("path")
+                        .and_then(Value::as_str)
+                        .is_some_and(|path| !path.ends_with('/'))
                     && replace(e, "path", json!("/pub/app/"))
             },
         },
@@ -871,6 +894,7 @@ fn tampered_samples_are_rejected() {
                 "lock_released",
                 "dir_created",
                 "tree_deleted",
+                "props_patched",
             ]),
             "directory-shaped path" => kinds(&[
                 "file_put",

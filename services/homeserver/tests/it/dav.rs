@@ -970,3 +970,93 @@ async fn the_admin_webdav_reaches_every_drive() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn dead_properties_are_events_that_travel_with_the_file() {
+    let s = start().await;
+    let u = s.user().await;
+    s.put_ok(&u, "/pub/doc.txt", "x").await;
+    let set = r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="http://example.com/z"><D:set><D:prop><Z:colour>blue <Z:b>bold</Z:b></Z:colour><Z:gone>soon</Z:gone></D:prop></D:set><D:remove><D:prop><Z:gone/></D:prop></D:remove></D:propertyupdate>"#;
+    let r = send(&s, &u, "PROPPATCH", "/pub/doc.txt")
+        .await
+        .body(set)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = text(r).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{body}");
+    assert!(body.contains("HTTP/1.1 200 OK"), "{body}");
+
+    let ask = r#"<propfind xmlns="DAV:"><prop><z:colour xmlns:z="http://example.com/z"/><z:gone xmlns:z="http://example.com/z"/></prop></propfind>"#;
+    let read = |path: &'static str| {
+        let s = &s;
+        let u = &u;
+        async move {
+            let r = send(s, u, "PROPFIND", path)
+                .await
+                .header("depth", "0")
+                .body(ask)
+                .send()
+                .await
+                .unwrap();
+            text(r).await
+        }
+    };
+    let (status, body) = read("/pub/doc.txt").await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert!(
+        body.contains(r#"xmlns:R="http://example.com/z""#)
+            && body.contains(">blue <Z:b>bold</Z:b></R:colour>"),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"xmlns:Z="http://example.com/z""#),
+        "the value's prefix is declared: {body}"
+    );
+    assert!(body.contains("404 Not Found"), "gone was removed: {body}");
+
+    // A move carries the properties; the old path has none.
+    let r = send(&s, &u, "MOVE", "/pub/doc.txt")
+        .await
+        .header("destination", dav(&s, &u, "/pub/moved.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (_, body) = read("/pub/moved.txt").await;
+    assert!(body.contains(">blue <Z:b>bold</Z:b></R:colour>"), "{body}");
+
+    // Live properties cannot be set: nothing changes.
+    let live = r#"<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><D:getetag>x</D:getetag><z:a xmlns:z="urn:z">1</z:a></D:prop></D:set></D:propertyupdate>"#;
+    let r = send(&s, &u, "PROPPATCH", "/pub/moved.txt")
+        .await
+        .body(live)
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = text(r).await;
+    assert!(
+        body.contains("403 Forbidden") && body.contains("424 Failed Dependency"),
+        "{body}"
+    );
+    let r = send(&s, &u, "PROPPATCH", "/pub/moved.txt")
+        .await
+        .body("not xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    let state = &s.server.state;
+    let report = projector::rebuild(
+        &state.log,
+        &state.store,
+        &s.env.database_url,
+        "rebuild_dav_props",
+        false,
+        false,
+    )
+    .await
+    .expect("rebuild");
+    assert!(report.identical(), "{:?}", report.differences);
+}
