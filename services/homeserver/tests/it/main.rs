@@ -29,6 +29,7 @@ mod merkle;
 mod merkle_sync;
 mod metrics;
 mod mirror;
+mod mirror_cost;
 mod mirror_process;
 mod openapi;
 mod private_matrix;

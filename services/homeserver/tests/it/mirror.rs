@@ -29,7 +29,12 @@ fn admin_url(s: &TestServer, path: &str) -> String {
 }
 
 /// `POST /mirrors` on B's admin API.
-async fn add_mirror(b: &TestServer, user: &str, source: &str, token: Option<&str>) -> Value {
+pub(crate) async fn add_mirror(
+    b: &TestServer,
+    user: &str,
+    source: &str,
+    token: Option<&str>,
+) -> Value {
     let r = b
         .http
         .post(admin_url(b, "/mirrors"))
