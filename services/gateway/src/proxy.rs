@@ -223,6 +223,10 @@ mod tests {
         assert_eq!(upstream_of(&u, &Method::POST, "/merkle/k/nodes"), "r");
         assert_eq!(upstream_of(&u, &Method::GET, "/merkle/k/root"), "r");
         assert_eq!(upstream_of(&u, &Method::GET, "/versions/k/pub/a"), "r");
+        // WebDAV, reads included, is served by the write-api.
+        let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+        assert_eq!(upstream_of(&u, &propfind, "/dav/k/pub/"), "w");
+        assert_eq!(upstream_of(&u, &Method::GET, "/dav/k/pub/a"), "w");
         assert_eq!(upstream_of(&u, &Method::HEAD, "/versions/k/pub/a"), "r");
         assert_eq!(upstream_of(&u, &Method::PUT, "/versions/k/pub/a"), "r");
     }

@@ -1060,3 +1060,73 @@ async fn dead_properties_are_events_that_travel_with_the_file() {
     .expect("rebuild");
     assert!(report.identical(), "{:?}", report.differences);
 }
+
+/// The split deployment: WebDAV through the gateway reaches the write-api process, which
+/// serves it whole (reads too), on the log and database the other processes share.
+#[tokio::test]
+async fn webdav_through_the_gateway_of_a_split_deployment() {
+    use common::split::spawn;
+    let env = testkit::TestEnv::new().await;
+    let data = tempfile::tempdir().unwrap();
+    let (_projector, _) = spawn("projector", &env, data.path(), &[]).await;
+    let (_writer, write_url) = spawn("write-api", &env, data.path(), &[]).await;
+    let (_reader, read_url) = spawn("read-api", &env, data.path(), &[]).await;
+    let (_events, events_url) = spawn("events", &env, data.path(), &[]).await;
+    let (_gateway, gateway_url) = spawn(
+        "gateway",
+        &env,
+        data.path(),
+        &[
+            ("HOMESERVER_GATEWAY_WRITE_API", &write_url),
+            ("HOMESERVER_GATEWAY_READ_API", &read_url),
+            ("HOMESERVER_GATEWAY_EVENTS", &events_url),
+        ],
+    )
+    .await;
+    let (user, token) = common::user_via_log(&env).await;
+    let http = reqwest::Client::new();
+    let base = format!("{gateway_url}/dav/{}", user.public_key().to_z32());
+    let call = |name: &str, path: &str| {
+        http.request(method(name), format!("{base}{path}"))
+            .bearer_auth(token.as_str())
+    };
+    let r = call("OPTIONS", "/").send().await.unwrap();
+    assert_eq!(r.headers()["dav"], "1, 2");
+    assert_eq!(
+        call("MKCOL", "/pub/split/").send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call("PUT", "/pub/split/a.txt")
+            .body("through the gateway")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    let r = call("MOVE", "/pub/split/")
+        .header("destination", format!("{base}/pub/moved/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = call("PROPFIND", "/pub/moved/")
+        .header("depth", "1")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = text(r).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert!(body.contains("/pub/moved/a.txt</D:href>"), "{body}");
+    // The read-api process sees the move.
+    let r = http
+        .get(format!(
+            "{read_url}/storage/{}/pub/moved/a.txt",
+            user.public_key().to_z32()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "through the gateway");
+}
