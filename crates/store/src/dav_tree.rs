@@ -49,9 +49,10 @@ pub(crate) async fn dir_created(
     if !user_exists(tx, user, seq).await? {
         return Ok(());
     }
+    // A folder re-stated by a re-seeded log takes the new log's sequence.
     sqlx::query(
         "INSERT INTO dav_dirs (owner, path, seq) VALUES ($1, $2, $3)
-         ON CONFLICT (owner, path) DO NOTHING",
+         ON CONFLICT (owner, path) DO UPDATE SET seq = excluded.seq",
     )
     .bind(user)
     .bind(path)

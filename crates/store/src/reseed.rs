@@ -292,6 +292,58 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// `user`'s WebDAV state beyond its files: each `MKCOL` folder (`dir_created`) and
+    /// each path's dead properties (one `props_patched` per path), in path order.
+    /// Restated after the files, so the properties find their paths.
+    pub async fn dav(&mut self, user: &str) -> Result<Vec<Restated>> {
+        let owner = key(user)?;
+        let dirs: Vec<String> =
+            sqlx::query_scalar("SELECT path FROM dav_dirs WHERE owner = $1 ORDER BY path")
+                .bind(user)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        // The tables keep no time for these; the account's creation stands in for it.
+        let created: i64 =
+            sqlx::query_scalar("SELECT COALESCE(created_us, 0) FROM users WHERE pubkey = $1")
+                .bind(user)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        let props: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT path, ns, name, xml FROM dav_props WHERE owner = $1 ORDER BY path, ns, name",
+        )
+        .bind(user)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut out: Vec<Restated> = dirs
+            .into_iter()
+            .map(|path| Restated {
+                user: owner.clone(),
+                ts: micros(created),
+                change: Change::DirCreated { path },
+            })
+            .collect();
+        let mut grouped: Vec<(String, Vec<domain::event::PropChange>)> = Vec::new();
+        for (path, ns, name, xml) in props {
+            let change = domain::event::PropChange {
+                ns,
+                name,
+                xml: Some(xml),
+            };
+            match grouped.last_mut() {
+                Some((last, changes)) if *last == path => changes.push(change),
+                _ => grouped.push((path, vec![change])),
+            }
+        }
+        out.extend(grouped.into_iter().map(|(path, props)| Restated {
+            user: owner.clone(),
+            ts: micros(created),
+            change: Change::PropsPatched { path, props },
+        }));
+        Ok(out)
+    }
+}
+
 impl Store {
     /// Prepares the projections to follow a re-seeded log whose first event comes right
     /// after their checkpoint: every user's sequences start over (the re-stated events

@@ -177,6 +177,7 @@ async fn restate(
                 break;
             }
         }
+        restated.extend(snapshot.dav(&user).await?);
     }
     bar.finish_and_clear();
     let origin = Origin::Reseed {
