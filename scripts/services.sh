@@ -4,6 +4,7 @@
 #   scripts/services.sh up       start both (idempotent), print where they are
 #   scripts/services.sh down     stop both
 #   scripts/services.sh status   report; exit 1 if a managed service is down
+#   scripts/services.sh nats-bin print the path of the pinned nats-server (installing it)
 #   scripts/services.sh env      print `export DATABASE_URL=... NATS_URL=... NATS_SERVER_BIN=...
 #                                S3_URL=... MOTO_SERVER_BIN=...`
 #                                for: eval "$(scripts/services.sh env)"
@@ -604,13 +605,13 @@ print_env() {
 }
 
 usage() {
-    say "usage: $0 up|down|status|env"
+    say "usage: $0 up|down|status|env|nats-bin"
     exit 2
 }
 
 main() {
     (($# == 1)) || usage
-    resolve_ports
+    [[ $1 == nats-bin ]] || resolve_ports
     case $1 in
     up)
         start_pg
@@ -639,6 +640,10 @@ main() {
     env)
         write_env_file
         print_env
+        ;;
+    nats-bin)
+        ensure_nats_bin
+        printf '%s\n' "$NATS_BIN"
         ;;
     *) usage ;;
     esac
