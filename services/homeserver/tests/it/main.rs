@@ -15,6 +15,7 @@ mod cli;
 mod compose_e2e;
 mod dav;
 mod dav_clients;
+mod dav_ops;
 mod demo_users;
 mod drive;
 mod exit_bench;
