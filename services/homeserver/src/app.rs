@@ -51,8 +51,14 @@ pub fn router(
 /// `OPTIONS` itself (`webdav` handles CORS for its routes); mirrored users are
 /// read-only here too.
 pub fn dav(state: AppState, mirrors: mirror::MirrorSet) -> Router {
-    webdav::router()
-        .layer(axum::middleware::from_fn_with_state(mirrors, mirror::guard))
+    let routes =
+        webdav::router().layer(axum::middleware::from_fn_with_state(mirrors, mirror::guard));
+    limited_and_measured(routes, &state).with_state(state)
+}
+
+/// Rate limits, then (outside them) request metrics, so 429s are counted.
+fn limited_and_measured(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::rate_limit::enforce,
@@ -61,7 +67,6 @@ pub fn dav(state: AppState, mirrors: mirror::MirrorSet) -> Router {
             state.metrics.clone(),
             api::metrics::track,
         ))
-        .with_state(state)
 }
 
 /// The pages this server serves only when configured to: the `/drive` explorer. A
@@ -77,18 +82,11 @@ pub fn optional_pages<S: Clone + Send + Sync + 'static>(config: &Config) -> Rout
 /// the split deployment: health endpoints, then (from the inside out) rate limits,
 /// request metrics (so 429s are counted) and CORS.
 pub fn client_facing(routes: Router<AppState>, state: AppState) -> Router {
-    routes
+    let routes = routes
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::health::readyz))
-        .route("/openapi.json", get(crate::openapi::openapi_json))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            api::rate_limit::enforce,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            api::metrics::track,
-        ))
+        .route("/openapi.json", get(crate::openapi::openapi_json));
+    limited_and_measured(routes, &state)
         .layer(api::cors::layer())
         .with_state(state)
 }
