@@ -76,27 +76,6 @@ impl Store {
         .await?)
     }
 
-    /// A file at `path` would collide when entries exist under `path/`, or when one of
-    /// its ancestor directories (`ancestors`, without trailing `/`) is itself a file.
-    pub async fn collides(
-        &self,
-        owner: &PublicKey,
-        path: &str,
-        ancestors: &[String],
-    ) -> Result<bool> {
-        let dir = format!("{path}/");
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM entries WHERE owner = $1 AND path >= $2 AND path < $3)
-                 OR EXISTS (SELECT 1 FROM entries WHERE owner = $1 AND path = ANY($4))",
-        )
-        .bind(owner.to_z32())
-        .bind(&dir)
-        .bind(dir_end(&dir))
-        .bind(ancestors)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     /// Lists `query.dir`: full entry paths (deep), or immediate children with
     /// directories rendered once with a trailing `/` (shallow), in byte order.
     pub async fn list(&self, owner: &PublicKey, query: &ListQuery<'_>) -> Result<Vec<String>> {

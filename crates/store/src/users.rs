@@ -4,6 +4,17 @@ use crate::{Result, Store};
 use domain::{EventSeq, PublicKey};
 use sqlx::Row;
 
+/// The columns [`user_row`] reads, of `users u`, for queries that select a user beside
+/// other things. A macro, so that queries are `concat!`ed at compile time rather than
+/// formatted on every request.
+macro_rules! user_columns {
+    () => {
+        "u.pubkey, u.created_us, u.disabled, u.used_bytes, u.storage_quota_mb, \
+         u.allowed_write_paths, u.rate_read, u.rate_write, u.file_seq, u.acct_seq"
+    };
+}
+pub(crate) use user_columns;
+
 /// A user as the write path sees it: existence, limits, usage and versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
@@ -24,8 +35,10 @@ pub struct UserRow {
 
 impl Store {
     pub async fn user(&self, user: &PublicKey) -> Result<Option<UserRow>> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users u WHERE u.pubkey = $1"
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.pubkey = $1"
         ))
         .bind(user.to_z32())
         .fetch_optional(&self.pool)
@@ -33,12 +46,6 @@ impl Store {
         Ok(row.as_ref().map(user_row))
     }
 }
-
-/// The columns [`user_row`] reads, of `users u`, for queries that select a user beside
-/// other things.
-pub(crate) const USER_COLUMNS: &str = "u.pubkey, u.created_us, u.disabled, u.used_bytes, \
-    u.storage_quota_mb, u.allowed_write_paths, u.rate_read, u.rate_write, u.file_seq, \
-    u.acct_seq";
 
 pub(crate) fn user_row(row: &sqlx::postgres::PgRow) -> UserRow {
     UserRow {

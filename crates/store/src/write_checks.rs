@@ -8,7 +8,7 @@
 //! reads them all from the same snapshot.
 
 use crate::entries::dir_end;
-use crate::users::{USER_COLUMNS, UserRow, user_row};
+use crate::users::{UserRow, user_columns, user_row};
 use crate::{Result, Store};
 use domain::PublicKey;
 use sqlx::Row;
@@ -36,8 +36,10 @@ impl Store {
         now_us: u64,
     ) -> Result<Option<WriteChecks>> {
         let dir = format!("{path}/");
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS},
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            ",
                (SELECT token_hash FROM entry_locks
                  WHERE owner = $1 AND path = $2 AND expires_us > $6) AS live_lock,
                (EXISTS (SELECT 1 FROM entries WHERE owner = $1 AND path >= $3 AND path < $4)
