@@ -241,6 +241,26 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         shallow: bool,
     },
+    /// The user moved from the homeserver `from` to the homeserver `to`
+    /// (`homeserver move`, docs/move.md), by a `pubky-move/1` statement the user signed
+    /// (`statement`, and `signature`: hex Ed25519 of its bytes by the user's key), kept
+    /// here so that any reader of the log can check it.
+    ///
+    /// On `from` (`arrived` false) it seals the user: every write after it is refused
+    /// with the moved status naming `to`, reads are served for a grace period, and the
+    /// user's PKARR record is no longer republished. On `to` (`arrived` true) it marks
+    /// the moment the mirror of the user became the primary: every change of the user
+    /// before it here is the copy of what `from` held. File event (ordered with the
+    /// user's writes, which is what makes the seal exact): one `MOVED` line in the feeds.
+    UserMoved {
+        #[serde(with = "z32")]
+        from: PublicKey,
+        #[serde(with = "z32")]
+        to: PublicKey,
+        arrived: bool,
+        statement: String,
+        signature: String,
+    },
 }
 
 /// Which family of subjects an event travels on: the log keeps one subject per user
@@ -277,7 +297,8 @@ impl Change {
             | Change::DirCreated { .. }
             | Change::TreeDeleted { .. }
             | Change::TreeCopied { .. }
-            | Change::PropsPatched { .. } => SubjectFamily::Files,
+            | Change::PropsPatched { .. }
+            | Change::UserMoved { .. } => SubjectFamily::Files,
             Change::SignupTokenMinted { .. } => SubjectFamily::Operator,
             _ => SubjectFamily::Account,
         }
@@ -305,6 +326,7 @@ impl Change {
             Change::TreeDeleted { .. } => "tree_deleted",
             Change::TreeCopied { .. } => "tree_copied",
             Change::PropsPatched { .. } => "props_patched",
+            Change::UserMoved { .. } => "user_moved",
         }
     }
 }
@@ -435,12 +457,12 @@ impl Visibility {
 
 impl Change {
     /// Whether the event changes files it does not list (an account deletion, a folder
-    /// operation): the projector writes them as the event's lines in the feed, and
-    /// readers of the log that need the files read those lines.
+    /// operation), or is a feed line of its own (a move): the projector writes them as
+    /// the event's lines in the feed, and readers of the log that need them read those.
     pub fn has_feed_lines(&self) -> bool {
         matches!(
             self,
-            Change::AccountDeleted { .. } | Change::TreeDeleted { .. }
+            Change::AccountDeleted { .. } | Change::TreeDeleted { .. } | Change::UserMoved { .. }
         )
     }
 
@@ -464,6 +486,8 @@ impl Change {
                     _ => Visibility::Private,
                 })
             }
+            // A move concerns the whole account and anyone may know of it.
+            Change::UserMoved { .. } => Some(Visibility::Public),
             _ => None,
         }
     }

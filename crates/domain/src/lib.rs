@@ -16,6 +16,7 @@ pub mod jws;
 pub mod lock;
 pub mod log_identity;
 pub mod merkle;
+pub mod moving;
 pub mod path;
 pub mod secret;
 pub mod session_record;

@@ -149,6 +149,41 @@ pub fn build_homeserver_packet_at(
     Ok(SignedPacket::new(keypair, &records, timestamp)?)
 }
 
+/// A user's packet naming `homeserver` in its `_pubky` record, as the SDK publishes it
+/// at signup (`HTTPS` priority 0, target the homeserver's key, TTL 3600): the records
+/// of `existing` that are not `_pubky` are kept. What a user who moves publishes
+/// (docs/move.md).
+///
+/// # Errors
+///
+/// See [`PacketError`].
+pub fn build_user_packet(
+    user: &Keypair,
+    homeserver: &pkarr::PublicKey,
+    existing: Option<&SignedPacket>,
+) -> Result<SignedPacket, PacketError> {
+    let origin = user.public_key().to_z32();
+    let mut records: Vec<ResourceRecord<'static>> = existing
+        .into_iter()
+        .flat_map(SignedPacket::all_resource_records)
+        .filter(|rr| {
+            let name = rr.name.to_string();
+            let relative = name
+                .strip_suffix(origin.as_str())
+                .unwrap_or(&name)
+                .trim_end_matches('.');
+            !relative.starts_with("_pubky")
+        })
+        .map(|rr| rr.clone().into_owned())
+        .collect();
+    let target = Name::new_unchecked(&homeserver.to_z32()).into_owned();
+    records.push(https(
+        Name::new_unchecked("_pubky").into_owned(),
+        SVCB::new(0, target),
+    ));
+    Ok(SignedPacket::new(user, &records, Timestamp::now())?)
+}
+
 /// Whether two packets carry the same records (names, classes, TTLs and data), regardless
 /// of order, timestamp and signature. Used to decide whether a published packet still says
 /// what we would publish now.

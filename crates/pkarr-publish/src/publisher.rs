@@ -386,6 +386,30 @@ impl Publisher {
         Ok(UserRepublish::Republished { stored_on })
     }
 
+    /// Publishes `user`'s record naming `homeserver` (built by
+    /// [`crate::packet::build_user_packet`] over the user's newest packet, whose other
+    /// records it keeps); the last step of a move (docs/move.md). Returns the nodes
+    /// that stored it.
+    ///
+    /// # Errors
+    ///
+    /// The DHT could not be queried (other than "not found"), or the publish failed.
+    pub async fn publish_user_homeserver(
+        &self,
+        user: &Keypair,
+        homeserver: &PublicKey,
+    ) -> Result<u32, PublishError> {
+        let key = user.public_key();
+        let existing = match self.client.resolve(&key, ResolvePolicy::NetworkOnly).await {
+            Ok(packet) => Some(packet),
+            Err(pkarr::errors::ResolveError::NotFound)
+            | Err(pkarr::errors::ResolveError::InvalidSignedPacket { .. }) => None,
+            Err(source) => return Err(PublishError::Resolve { key, source }),
+        };
+        let packet = crate::packet::build_user_packet(user, homeserver, existing.as_ref())?;
+        self.publish(&packet).await
+    }
+
     async fn publish(&self, packet: &SignedPacket) -> Result<u32, PublishError> {
         self.client
             .publish(packet)

@@ -19,7 +19,7 @@ pub struct FeedEvent {
     pub line: u32,
     pub lines: u32,
     pub owner: String,
-    /// `PUT` or `DEL`.
+    /// `PUT`, `DEL` or `MOVED` (the user moved: see `moved_to`).
     pub op: String,
     pub path: String,
     pub content_hash: Option<[u8; 32]>,
@@ -27,6 +27,8 @@ pub struct FeedEvent {
     /// The root of the owner's tree (public or private, as the path) right after this
     /// event; `None` for events projected before the trees existed.
     pub merkle_root: Option<[u8; 32]>,
+    /// On a `MOVED` line: the homeserver (z32 key) the user lives on from then on.
+    pub moved_to: Option<String>,
 }
 
 impl FeedEvent {
@@ -39,7 +41,7 @@ impl FeedEvent {
 
 /// The columns [`feed_event`] reads.
 pub(crate) const FEED_COLUMNS: &str =
-    "seq, line, lines, owner, op, path, content_hash, created_us, merkle_root";
+    "seq, line, lines, owner, op, path, content_hash, created_us, merkle_root, moved_to";
 
 impl Store {
     /// Public (`/pub/`) events with `seq > after`, up to the watermark, ascending.
@@ -112,5 +114,6 @@ pub(crate) fn feed_event(row: sqlx::postgres::PgRow) -> FeedEvent {
         merkle_root: row
             .get::<Option<Vec<u8>>, _>("merkle_root")
             .and_then(|h| h.try_into().ok()),
+        moved_to: row.get("moved_to"),
     }
 }

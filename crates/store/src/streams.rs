@@ -103,7 +103,7 @@ impl Store {
              FROM unnest($1::text[], $2::bigint[]) AS c(owner, cur)
              CROSS JOIN LATERAL (
                 SELECT ev.seq, ev.line, ev.lines, ev.owner, ev.op, ev.path, ev.content_hash,
-                       ev.created_us, ev.merkle_root
+                       ev.created_us, ev.merkle_root, ev.moved_to
                 FROM events ev, w
                 WHERE ev.owner = c.owner COLLATE \"C\"
                   AND ev.seq {cmp} c.cur

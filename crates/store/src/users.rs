@@ -10,7 +10,7 @@ use sqlx::Row;
 macro_rules! user_columns {
     () => {
         "u.pubkey, u.created_us, u.disabled, u.used_bytes, u.storage_quota_mb, \
-         u.allowed_write_paths, u.rate_read, u.rate_write, u.file_seq, u.acct_seq"
+         u.allowed_write_paths, u.rate_read, u.rate_write, u.file_seq, u.acct_seq, u.moved_to"
     };
 }
 pub(crate) use user_columns;
@@ -31,6 +31,9 @@ pub struct UserRow {
     pub file_seq: EventSeq,
     /// Last event on the user's account subject.
     pub acct_seq: EventSeq,
+    /// The homeserver (z32 key) the user moved to: their writes are refused here
+    /// (docs/move.md).
+    pub moved_to: Option<String>,
 }
 
 impl Store {
@@ -61,6 +64,7 @@ pub(crate) fn user_row(row: &sqlx::postgres::PgRow) -> UserRow {
         rate_write: row.get("rate_write"),
         file_seq: EventSeq(row.get::<i64, _>("file_seq") as u64),
         acct_seq: EventSeq(row.get::<i64, _>("acct_seq") as u64),
+        moved_to: row.get("moved_to"),
     }
 }
 
@@ -76,17 +80,21 @@ impl Store {
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
-    /// Every user's public key, disabled ones included, in key order.
+    /// Every user's public key, disabled ones included, in key order; not the users who
+    /// moved to another homeserver (docs/move.md).
     ///
     /// For the PKARR republisher: a user's `_pubky` record names this homeserver whether
     /// or not an operator has disabled the account for now, and letting the record lapse
-    /// on the DHT would make re-enabling pointless. One column, no paging: even a million
+    /// on the DHT would make re-enabling pointless. A user who moved away is the new
+    /// homeserver's to republish: an old record of ours republished from here could
+    /// only compete with the one that names it. One column, no paging: even a million
     /// keys are ~53 MB of z-base-32 once an hour, far below the cost of the DHT work the
     /// republisher then does for each of them.
     pub async fn user_keys(&self) -> Result<Vec<PublicKey>> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT pubkey FROM users ORDER BY pubkey")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT pubkey FROM users WHERE moved_to IS NULL ORDER BY pubkey")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|z32| {
                 PublicKey::try_from(z32.as_str())

@@ -16,6 +16,19 @@ pub enum ApiError {
     ClientRetry(StatusCode, String, u64),
     /// A dependency (NATS, Postgres, blob store) is down or too slow.
     Unavailable(String),
+    /// A write to a user who moved to another homeserver (docs/move.md): 410 Gone,
+    /// naming the homeserver in the text and in [`MOVED_TO_HEADER`].
+    Moved { user: String, to: String },
+}
+
+/// Names the homeserver (z32 key) a user moved to, on answers about that user from the
+/// homeserver they left (docs/move.md).
+pub const MOVED_TO_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("pubky-moved-to");
+
+/// The text of a refused write to a user who moved (docs/move.md).
+pub fn moved_text(user: &str, to: &str) -> String {
+    format!("{user} has moved to the homeserver {to}: write there")
 }
 
 impl ApiError {
@@ -52,6 +65,7 @@ impl ApiError {
         match self {
             ApiError::Client(status, _) | ApiError::ClientRetry(status, _, _) => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Moved { .. } => StatusCode::GONE,
         }
     }
 }
@@ -83,6 +97,18 @@ impl IntoResponse for ApiError {
                 text,
             )
                 .into_response(),
+            ApiError::Moved { user, to } => {
+                let mut response = (
+                    StatusCode::GONE,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    moved_text(&user, &to),
+                )
+                    .into_response();
+                if let Ok(value) = HeaderValue::from_str(&to) {
+                    response.headers_mut().insert(MOVED_TO_HEADER, value);
+                }
+                response
+            }
             ApiError::Unavailable(cause) => {
                 tracing::error!(%cause, "dependency unavailable");
                 let mut response = (

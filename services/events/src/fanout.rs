@@ -60,6 +60,8 @@ pub struct FileEvent {
     /// The owner's Merkle root (of the tree the path is in) right after this event;
     /// `None` when it is not known (events projected before the trees existed).
     pub merkle_root: Option<[u8; 32]>,
+    /// On a [`Op::Moved`] line: the homeserver (z32 key) the user lives on from then on.
+    pub moved_to: Option<String>,
 }
 
 impl FileEvent {
@@ -75,6 +77,8 @@ impl FileEvent {
 pub enum Op {
     Put,
     Del,
+    /// The user moved to another homeserver (`user_moved`, docs/move.md).
+    Moved,
 }
 
 impl Op {
@@ -82,6 +86,7 @@ impl Op {
         match self {
             Op::Put => "PUT",
             Op::Del => "DEL",
+            Op::Moved => "MOVED",
         }
     }
 }
@@ -93,11 +98,16 @@ impl From<store::feed::FeedEvent> for FileEvent {
             line: e.line,
             lines: e.lines,
             owner: e.owner,
-            op: if e.op == "DEL" { Op::Del } else { Op::Put },
+            op: match e.op.as_str() {
+                "DEL" => Op::Del,
+                "MOVED" => Op::Moved,
+                _ => Op::Put,
+            },
             path: e.path,
             content_hash: e.content_hash,
             ts_us: e.created_us,
             merkle_root: e.merkle_root,
+            moved_to: e.moved_to,
         }
     }
 }
@@ -388,6 +398,7 @@ fn publish(
                 content_hash: Some(content_hash.0),
                 ts_us,
                 merkle_root,
+                moved_to: None,
             }));
         }
         Change::FileDeleted { path } => {
@@ -401,6 +412,7 @@ fn publish(
                 content_hash: None,
                 ts_us,
                 merkle_root,
+                moved_to: None,
             }));
         }
         Change::GrantRevoked { grant_id, .. } => {

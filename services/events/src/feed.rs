@@ -76,6 +76,11 @@ pub fn render(events: &[store::feed::FeedEvent], with_roots: bool) -> String {
         body.push_str(" pubky://");
         body.push_str(&event.owner);
         body.push_str(&event.path);
+        if let Some(to) = &event.moved_to {
+            // `MOVED pubky://<user>/pub/ <homeserver>` (docs/move.md).
+            body.push(' ');
+            body.push_str(to);
+        }
         body.push('\n');
         if let (true, Some(root)) = (with_roots, &event.merkle_root) {
             body.push_str("merkle_root: ");

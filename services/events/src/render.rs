@@ -42,6 +42,10 @@ pub fn sse_frame(event: &FileEvent, extras: FrameExtras) -> Bytes {
         out.push_str("\ndata: content_hash: ");
         out.push_str(&content_hash_base64(hash));
     }
+    if let Some(to) = &event.moved_to {
+        out.push_str("\ndata: moved_to: ");
+        out.push_str(to);
+    }
     if extras.ts {
         out.push_str("\ndata: ts: ");
         out.push_str(&rfc3339(event.ts_us));
@@ -77,6 +81,9 @@ struct Json<'a> {
     line: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lines: Option<u32>,
+    /// Only on `MOVED` events: the homeserver the user lives on from then on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moved_to: Option<&'a str>,
 }
 
 pub fn ws_json(event: &FileEvent) -> String {
@@ -90,6 +97,7 @@ pub fn ws_json(event: &FileEvent) -> String {
         merkle_root: event.merkle_root.map(hex::encode),
         line: (event.lines > 1).then_some(event.line),
         lines: (event.lines > 1).then_some(event.lines),
+        moved_to: event.moved_to.as_deref(),
     };
     serde_json::to_string(&json).unwrap_or_default()
 }
@@ -110,6 +118,7 @@ mod tests {
             content_hash: None,
             ts_us: 0,
             merkle_root: None,
+            moved_to: None,
         }
     }
 

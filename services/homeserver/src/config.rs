@@ -129,6 +129,10 @@ pub struct Config {
     /// roots at the primary with the local ones (anti-entropy, docs/mirror.md); drift
     /// is repaired by diff. `0` is read as 1.
     pub mirror_anti_entropy_secs: u64,
+    /// Seconds a user who moved to another homeserver (docs/move.md) is still read
+    /// here after the move; their writes are refused (410) from the move on, and their
+    /// reads too after this.
+    pub move_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -179,6 +183,7 @@ impl Default for Config {
             drive_web_explorer: false,
             admin_demo_users: false,
             mirror_anti_entropy_secs: 60,
+            move_grace_secs: mirror::MOVE_GRACE.as_secs(),
         }
     }
 }
@@ -240,6 +245,11 @@ impl Config {
 
     /// The periodic Merkle garbage collection, counting into `metrics`; `None` when it
     /// is disabled (`merkle_gc_interval_secs = 0`).
+    /// The set of mirrored and moved users the guard answers from.
+    pub fn mirror_set(&self) -> mirror::MirrorSet {
+        mirror::MirrorSet::with_move_grace(std::time::Duration::from_secs(self.move_grace_secs))
+    }
+
     /// The mirror loop's settings.
     pub fn mirror_settings(&self) -> mirror::Settings {
         mirror::Settings {

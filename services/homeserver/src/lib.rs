@@ -15,6 +15,7 @@ pub mod archive_cli;
 pub mod archive_file;
 pub mod config;
 pub mod import;
+pub mod move_cli;
 pub mod openapi;
 pub mod operator;
 pub mod pull;
@@ -211,7 +212,7 @@ pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Re
         state.store.clone(),
     );
     // The mirror loop: one follower per mirrored user, stopped with the background.
-    let mirrors = mirror::MirrorSet::default();
+    let mirrors = config.mirror_set();
     if let Err(e) = mirrors.load(&state.store).await {
         tracing::warn!(error = %e, "cannot read the mirrors table yet");
     }

@@ -146,6 +146,31 @@ enum Command {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// For users: move your account from one homeserver to another with your secret
+    /// key (docs/move.md). Run it again after an interruption: it resumes. The PKARR
+    /// record is published on `PUBKY_DHT_BOOTSTRAP` (or the Mainline DHT with
+    /// `HOMESERVER_DHT_MAINNET=true`).
+    Move {
+        /// The base URL of the homeserver you leave, e.g. http://a.example:6286.
+        #[arg(long)]
+        from: String,
+        /// The base URL of the homeserver you move to.
+        #[arg(long)]
+        to: String,
+        /// A file holding your secret key as 64 hex digits.
+        #[arg(long)]
+        secret_key: PathBuf,
+        /// A signup token of the homeserver you move to, if it needs one.
+        #[arg(long)]
+        signup_token: Option<String>,
+        /// Where the steps done are recorded (default: the secret key file's path with
+        /// `.move.json` added).
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+        /// Seconds to wait for one step before giving up (run again to resume).
+        #[arg(long, default_value_t = 3600)]
+        step_timeout_secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -248,6 +273,24 @@ async fn main() -> anyhow::Result<()> {
             secret_key,
             out,
         } => homeserver::pull::pull(&url, &secret_key, &out).await,
+        Command::Move {
+            from,
+            to,
+            secret_key,
+            signup_token,
+            state_file,
+            step_timeout_secs,
+        } => {
+            let args = homeserver::move_cli::MoveArgs {
+                from,
+                to,
+                secret_key,
+                signup_token,
+                state_file,
+                step_timeout: std::time::Duration::from_secs(step_timeout_secs),
+            };
+            homeserver::move_cli::run(&config, args).await
+        }
         Command::Import {
             archive,
             expect_signer,
@@ -393,7 +436,7 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
     };
     // Mirrored users are read-only in every process that serves them (the set is
     // re-read from the table: the mirror loop runs elsewhere).
-    let mirrors = mirror::MirrorSet::default();
+    let mirrors = config.mirror_set();
     let _mirrors = mirrors.keep_loaded(state.store.clone(), state.shutdown.clone());
     let router = match service {
         // The status resource's GET goes to the read-api, the user's POST to the

@@ -50,6 +50,10 @@ pub async fn supervise(
         match table::list(&state.store).await {
             Ok(rows) => {
                 set.replace(rows.iter().map(|r| (r.user.clone(), r.source_key.clone())));
+                match table::moved(&state.store).await {
+                    Ok(moved) => set.replace_moved(moved.into_iter()),
+                    Err(e) => tracing::warn!(error = %e, "mirror supervisor cannot read moves"),
+                }
                 let wanted: HashMap<String, MirrorRow> =
                     rows.into_iter().map(|r| (r.user.clone(), r)).collect();
                 running.retain(|user, (row, token)| {

@@ -6,6 +6,13 @@
 //! that names the primary, so a client or a person knows where to write instead. Not
 //! 403, which the SDK and apps read as "this session lacks a capability", nor a
 //! redirect, which a client would follow with a body it may not be able to resend.
+//!
+//! The same guard answers for users who moved away from this homeserver (docs/move.md):
+//! their writes get **410 Gone** naming the homeserver they moved to
+//! (`Pubky-Moved-To`), their reads are served with that header for the grace period
+//! after the move, and 410 afterwards. The guard works from a set refreshed every few
+//! seconds; the write path checks the move again on the state it appends after, so a
+//! write racing the seal is refused too (`write_api::check_not_moved`).
 
 use crate::MirrorSet;
 use axum::extract::{Request, State};
@@ -58,6 +65,21 @@ pub async fn guard(State(set): State<MirrorSet>, request: Request, next: Next) -
     let Some(user) = subject(&request) else {
         return next.run(request).await;
     };
+    if let Some((to, since_us)) = set.moved_to(&user) {
+        let grace = u64::try_from(set.move_grace().as_micros()).unwrap_or(u64::MAX);
+        let over = api::now_micros().saturating_sub(since_us) > grace;
+        if is_write(&request) || over {
+            return api::ApiError::Moved { user, to }.into_response();
+        }
+        let value = HeaderValue::from_str(&to).ok();
+        let mut response = next.run(request).await;
+        if let Some(value) = value {
+            response
+                .headers_mut()
+                .insert(api::error::MOVED_TO_HEADER, value);
+        }
+        return response;
+    }
     let Some(primary) = set.primary_of(&user) else {
         return next.run(request).await;
     };

@@ -15,6 +15,9 @@
 //! * [`guard`]: refuses writes to a mirrored user (409 naming the primary) and marks
 //!   the mirror's reads with the primary's key.
 //! * [`routes`]: the status resource, the user's signed request, the operator's routes.
+//! * [`moving`]: the move of a user from one homeserver to another (docs/move.md): the
+//!   seal of the homeserver they leave (`user_moved`, writes answered 410 naming the
+//!   new one) and the promotion of the mirror on the one they move to.
 //!
 //! The copied files are ordinary events of this homeserver's log marked
 //! `origin: {source: "mirror", primary, source_seq}`, so entries, feeds and Merkle
@@ -22,6 +25,7 @@
 
 pub mod follow;
 pub mod guard;
+pub mod moving;
 pub mod routes;
 pub mod source;
 pub mod sync;
@@ -55,12 +59,17 @@ impl Default for Settings {
     }
 }
 
-/// The mirrored users of this homeserver and their primaries' keys, in memory, for the
-/// guard on every request; refreshed from the `mirrors` table by the supervisor and
-/// changed at once by this process's own add and remove.
+/// The mirrored users of this homeserver and their primaries' keys, and the users who
+/// moved away (docs/move.md), in memory, for the guard on every request; refreshed from
+/// the tables by the supervisor and changed at once by this process's own add, remove
+/// and seal.
 #[derive(Clone, Default)]
 pub struct MirrorSet {
     inner: Arc<RwLock<HashMap<String, String>>>,
+    /// Users who moved away: the homeserver they moved to and when (unix µs).
+    moved: Arc<RwLock<HashMap<String, (String, u64)>>>,
+    /// How long the reads of a user who moved away are still served.
+    move_grace: Option<Duration>,
     changed: Arc<tokio::sync::Notify>,
     /// The lag last asked of each user's primary.
     lags: Arc<std::sync::Mutex<HashMap<String, AskedLag>>>,
@@ -73,7 +82,42 @@ type AskedLag = (std::time::Instant, u64, Option<u64>);
 /// public: without it every status request would be a request to the primary.
 pub const LAG_TTL: Duration = Duration::from_secs(2);
 
+/// How long a homeserver a user left serves their reads, by default (30 days).
+pub const MOVE_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl MirrorSet {
+    /// A set whose guard serves the reads of a user who moved away for `grace`.
+    pub fn with_move_grace(grace: Duration) -> Self {
+        MirrorSet {
+            move_grace: Some(grace),
+            ..MirrorSet::default()
+        }
+    }
+
+    /// How long the reads of a user who moved away are served.
+    pub fn move_grace(&self) -> Duration {
+        self.move_grace.unwrap_or(MOVE_GRACE)
+    }
+
+    /// Where `user` moved to and when (unix µs), if they left this homeserver.
+    pub fn moved_to(&self, user: &str) -> Option<(String, u64)> {
+        self.moved.read().ok()?.get(user).cloned()
+    }
+
+    /// This process sealed `user`: the guard refuses their writes at once.
+    pub fn insert_moved(&self, user: &str, to: &str, since_us: u64) {
+        if let Ok(mut map) = self.moved.write() {
+            map.insert(user.to_owned(), (to.to_owned(), since_us));
+        }
+    }
+
+    /// Replaces the users who moved away (the `users` table's current rows).
+    pub fn replace_moved(&self, rows: impl Iterator<Item = (String, String, u64)>) {
+        if let Ok(mut map) = self.moved.write() {
+            *map = rows.map(|(user, to, since)| (user, (to, since))).collect();
+        }
+    }
+
     /// The primary's key (z32) if `user` (z32) is mirrored here.
     pub fn primary_of(&self, user: &str) -> Option<String> {
         self.inner.read().ok()?.get(user).cloned()
@@ -124,6 +168,7 @@ impl MirrorSet {
     pub async fn load(&self, store: &store::Store) -> Result<(), sqlx::Error> {
         let rows = table::primaries(store).await?;
         self.replace(rows.into_iter());
+        self.replace_moved(table::moved(store).await?.into_iter());
         Ok(())
     }
 }

@@ -27,6 +27,10 @@ const REQUEST_WINDOW_US: u64 = 300_000_000;
 pub fn router(set: MirrorSet) -> Router<AppState> {
     Router::new()
         .route("/mirror/{user}", get(status).post(user_request))
+        .route(
+            "/move/{user}",
+            get(crate::moving::move_status).post(crate::moving::move_request),
+        )
         .layer(Extension(set))
 }
 
@@ -386,7 +390,12 @@ pub(crate) async fn user_request(
 
 /// The client API's mirror routes in the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(status, user_request))]
+#[openapi(paths(
+    status,
+    user_request,
+    crate::moving::move_status,
+    crate::moving::move_request
+))]
 pub struct ApiDoc;
 
 /// The admin API's mirror routes in its OpenAPI document.

@@ -223,3 +223,39 @@ pub async fn local_totals(store: &Store, user: &str) -> Result<(u64, u64), sqlx:
     .await?;
     Ok((u(row.try_get("entries")?), u(row.try_get("bytes")?)))
 }
+
+/// The users who moved away from this homeserver: `(user, the homeserver they moved to,
+/// when in unix µs)` (migration 0023, the projection of `user_moved`).
+pub async fn moved(store: &Store) -> Result<Vec<(String, String, u64)>, sqlx::Error> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT pubkey, moved_to, COALESCE(moved_us, 0) FROM users WHERE moved_to IS NOT NULL",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(u_, to, us)| (u_, to, u(us)))
+        .collect())
+}
+
+/// A user's move as this homeserver knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoveRow {
+    /// The homeserver the user moved to, and when (unix µs): they left this one.
+    pub moved_to: Option<(String, u64)>,
+    /// The homeserver the user came from, when a mirror of them was promoted here.
+    pub arrived_from: Option<String>,
+}
+
+/// `None` for a user without an account here.
+pub async fn move_row(store: &Store, user: &str) -> Result<Option<MoveRow>, sqlx::Error> {
+    let row: Option<(Option<String>, Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT moved_to, moved_us, arrived_from FROM users WHERE pubkey = $1")
+            .bind(user)
+            .fetch_optional(store.pool())
+            .await?;
+    Ok(row.map(|(to, us, from)| MoveRow {
+        moved_to: to.map(|to| (to, us.map_or(0, u))),
+        arrived_from: from,
+    }))
+}

@@ -184,6 +184,7 @@ where
     let request_id = uuid::Uuid::now_v7().to_string();
     for _ in 0..MAX_ATTEMPTS {
         let user = write_api::existing_user(state, owner).await?;
+        write_api::check_not_moved(&user)?;
         if user.disabled {
             return Err(ApiError::forbidden("User is disabled"));
         }

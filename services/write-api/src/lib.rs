@@ -10,8 +10,8 @@ pub use lock::{
     STORAGE_METHODS, lock_target, method_not_allowed, storage_other_methods, unlock_target,
 };
 pub use storage::{
-    check_allowed_path, delete_legacy, delete_storage, existing_user, operator_delete, put_legacy,
-    put_storage, quota_bytes, quota_exceeded, write,
+    check_allowed_path, check_not_moved, delete_legacy, delete_storage, existing_user,
+    operator_delete, put_legacy, put_storage, quota_bytes, quota_exceeded, write,
 };
 
 use api::AppState;

@@ -299,6 +299,7 @@ where
     let request_id = uuid::Uuid::now_v7().to_string();
     for _ in 0..MAX_ATTEMPTS {
         let user = existing_user(state, &target.owner).await?;
+        crate::storage::check_not_moved(&user)?;
         let now = now_micros();
         let (change, out) = decide(now).await?;
         let event = Event::new(target.owner.clone(), now, request_id.clone(), change);

@@ -212,6 +212,7 @@ async fn put(
         .collect();
     let checks = write_checks(state, target, &ancestors).await?;
     let mut user = checks.user;
+    check_not_moved(&user)?;
     check_not_disabled(&user)?;
     // Locks are decided before a byte of the body is read, and again below.
     crate::lock::check_write_against(checks.live_lock.as_ref(), headers)?;
@@ -269,7 +270,10 @@ async fn put(
         let checks = write_checks(state, target, &ancestors).await?;
         let mut user = checks.user;
         // Again under the lock: the operator may have disabled the user (or changed
-        // the limits checked below) while the body was streaming.
+        // the limits checked below) while the body was streaming, and the user may
+        // have moved away (the move's event is on the same subject: a write that raced
+        // it lost the append and sees it now).
+        check_not_moved(&user)?;
         check_not_disabled(&user)?;
         check_allowed_path(&user, &target.path)?;
         let overlay = state.pending.overlay(&target.owner, user.file_seq);
@@ -405,6 +409,7 @@ async fn delete(
     let queue = state.lock_user(&target.owner).await;
     for _ in 0..MAX_ATTEMPTS {
         let user = existing_user(state, &target.owner).await?;
+        check_not_moved(&user)?;
         // The operator's delete is not held up by a user's lock.
         if write_paths == WritePaths::Enforce {
             crate::lock::check_write(state, target, headers).await?;
@@ -472,6 +477,18 @@ pub fn quota_exceeded() -> ApiError {
         StatusCode::INSUFFICIENT_STORAGE,
         "Disk space quota exceeded",
     )
+}
+
+/// A user who moved to another homeserver is written to there (docs/move.md): 410
+/// naming it. Every write checks it on the state it appends after.
+pub fn check_not_moved(user: &UserRow) -> Result<(), ApiError> {
+    match &user.moved_to {
+        Some(to) => Err(ApiError::Moved {
+            user: user.pubkey.clone(),
+            to: to.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Disabled users may read, sign in and delete, but not write (spec).

@@ -24,7 +24,7 @@ const SUFFIX: &str = ".schema.json";
 /// How many variants `Change` has. [`variant_index`] has no wildcard arm, so adding a
 /// variant does not compile until it is listed there, and then the coverage test fails
 /// until this number, a sample and a schema file are added too.
-const VARIANTS: usize = 19;
+const VARIANTS: usize = 20;
 
 fn variant_index(change: &Change) -> usize {
     match change {
@@ -47,6 +47,7 @@ fn variant_index(change: &Change) -> usize {
         Change::TreeDeleted { .. } => 16,
         Change::TreeCopied { .. } => 17,
         Change::PropsPatched { .. } => 18,
+        Change::UserMoved { .. } => 19,
     }
 }
 
@@ -329,6 +330,26 @@ fn samples() -> Vec<Event> {
                         xml: None,
                     },
                 ],
+            },
+        ),
+        (
+            user,
+            Change::UserMoved {
+                from: key(homeserver),
+                to: key(3),
+                arrived: false,
+                statement: "pubky-move/1\nuser:u\nfrom:a\nto:b\ntime:1\n".into(),
+                signature: "ab".repeat(64),
+            },
+        ),
+        (
+            user,
+            Change::UserMoved {
+                from: key(homeserver),
+                to: key(3),
+                arrived: true,
+                statement: "pubky-move/1\nuser:u\nfrom:a\nto:b\ntime:1\n".into(),
+                signature: "cd".repeat(64),
             },
         ),
     ];

@@ -55,21 +55,26 @@ impl Dht {
 
     /// A fresh SDK facade that only knows this DHT.
     pub fn sdk(&self) -> pubky::Pubky {
-        let bootstrap = self.bootstrap();
-        let client = pubky::PubkyHttpClient::builder()
-            .pkarr(|pkarr| {
-                pkarr
-                    .no_default_network()
-                    .bootstrap(&bootstrap)
-                    .dht_report_policy(pubky::pkarr::dht::ReportPolicy::testnet())
-                    .dht_request_timeout(DHT_TIMEOUT)
-                    .no_relays()
-            })
-            .request_timeout(SDK_REQUEST_TIMEOUT)
-            .build()
-            .expect("SDK client builds");
-        pubky::Pubky::with_client(client)
+        sdk_on(&self.bootstrap())
     }
+}
+
+/// A fresh SDK facade that only knows the DHT of `bootstrap` (for a task that does not
+/// hold the [`Dht`]).
+pub fn sdk_on(bootstrap: &[String]) -> pubky::Pubky {
+    let client = pubky::PubkyHttpClient::builder()
+        .pkarr(|pkarr| {
+            pkarr
+                .no_default_network()
+                .bootstrap(bootstrap)
+                .dht_report_policy(pubky::pkarr::dht::ReportPolicy::testnet())
+                .dht_request_timeout(DHT_TIMEOUT)
+                .no_relays()
+        })
+        .request_timeout(SDK_REQUEST_TIMEOUT)
+        .build()
+        .expect("SDK client builds");
+    pubky::Pubky::with_client(client)
 }
 
 /// Our homeserver, in process, publishing on `dht`.

@@ -24,10 +24,18 @@ async fn spawn_all_at(
     data: &Path,
     listen: Option<&str>,
 ) -> (Child, String, String) {
+    let listen = listen.map(|l| ("HOMESERVER_HTTP_LISTEN", l));
+    spawn_all_with(env, data, listen.as_slice()).await
+}
+
+/// [`spawn_all`] with more environment variables.
+pub(crate) async fn spawn_all_with(
+    env: &testkit::TestEnv,
+    data: &Path,
+    vars: &[(&str, &str)],
+) -> (Child, String, String) {
     let mut command = crate::common::split::homeserver_command(env, data);
-    if let Some(listen) = listen {
-        command.env("HOMESERVER_HTTP_LISTEN", listen);
-    }
+    command.envs(vars.iter().copied());
     let mut child: Child = command
         .arg("all")
         .env("HOMESERVER_ADMIN_LISTEN", "127.0.0.1:0")

@@ -1,0 +1,333 @@
+//! `homeserver move` between two `homeserver all` processes (own databases, streams and
+//! blobs) on a local Mainline DHT, checked with the published SDK (docs/move.md): a
+//! user of a few hundred files moves from A to B while an app keeps writing; and the
+//! command killed with `kill -9` in the middle of the copy resumes when run again.
+
+use crate::common::sdk::{Dht, client_id, sdk_key};
+use crate::common::{self};
+use crate::mirror_process::spawn_all_with;
+use futures::StreamExt;
+use reqwest::StatusCode;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::Child;
+
+/// A `homeserver all` on `dht`, open signups; its process, plain HTTP URL and key.
+async fn spawn_on(
+    dht: &Dht,
+    env: &testkit::TestEnv,
+    data: &Path,
+) -> (Child, String, domain::PublicKey) {
+    let bootstrap = dht.bootstrap().join(",");
+    let vars = [
+        ("PUBKY_DHT_BOOTSTRAP", bootstrap.as_str()),
+        ("HOMESERVER_DHT_REQUEST_TIMEOUT_MS", "200"),
+        ("HOMESERVER_SIGNUP_MODE", "open"),
+    ];
+    let (child, url, _) = spawn_all_with(env, data, &vars).await;
+    let key = std::fs::read_to_string(data.join("public_key")).expect("public_key file");
+    let key = domain::PublicKey::try_from(key.trim()).expect("a key");
+    (child, url, key)
+}
+
+/// `homeserver move` for the user whose secret key is in `secret`.
+fn move_command(dht: &Dht, secret: &Path, from: &str, to: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_homeserver"));
+    command
+        .args([
+            "move",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--step-timeout-secs",
+            "120",
+        ])
+        .arg("--secret-key")
+        .arg(secret)
+        .env("PUBKY_DHT_BOOTSTRAP", dht.bootstrap().join(","))
+        .env("HOMESERVER_DHT_REQUEST_TIMEOUT_MS", "200")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// The user's files at `base` as `path -> bytes`, read over HTTP (`token` for `/priv/`).
+async fn files_at(
+    http: &reqwest::Client,
+    base: &str,
+    user: &str,
+    token: &str,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for tree in ["/pub/", "/priv/"] {
+        let mut cursor = String::new();
+        loop {
+            let url = format!("{base}/storage/{user}{tree}?shallow=false&limit=500{cursor}");
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            if r.status() == StatusCode::NOT_FOUND {
+                break;
+            }
+            assert_eq!(r.status(), StatusCode::OK);
+            let listing = r.text().await.unwrap();
+            let urls: Vec<String> = listing.lines().map(str::to_owned).collect();
+            for url in &urls {
+                let path = url.split_once(&format!("{user}/")).unwrap().1;
+                let body = http
+                    .get(format!("{base}/storage/{user}/{path}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                out.insert(format!("/{path}"), body.to_vec());
+            }
+            match urls.last() {
+                Some(last) if urls.len() == 500 => cursor = format!("&cursor={last}"),
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+/// A user on A with `files` files (a fifth private, every 50th 256 KiB), whose PKARR
+/// record names A; their secret key written to a file.
+async fn user_with_files(
+    dht: &Dht,
+    env_a: &testkit::TestEnv,
+    url_a: &str,
+    key_a: &domain::PublicKey,
+    files: usize,
+    dir: &Path,
+) -> (domain::Keypair, String, std::path::PathBuf) {
+    let (user, token) = common::user_via_log(env_a).await;
+    let token = token.as_str().to_owned();
+    let z32 = user.public_key().to_z32();
+    let mut dht_config =
+        pkarr_publish::DhtConfig::local(&dht.bootstrap(), Duration::from_millis(200));
+    dht_config.bind = Some(std::net::Ipv4Addr::LOCALHOST);
+    let publisher = pkarr_publish::Publisher::new(&dht_config).unwrap();
+    publisher
+        .publish_user_homeserver(&user, key_a)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    futures::stream::iter(0..files)
+        .map(|n| {
+            let (http, token) = (http.clone(), token.clone());
+            let tree = if n % 5 == 0 { "priv" } else { "pub" };
+            let url = format!("{url_a}/storage/{z32}/{tree}/bulk/{n:04}.bin");
+            let body = if n % 50 == 0 {
+                vec![n as u8; 256 * 1024]
+            } else {
+                format!("file {n}").repeat(n % 7 + 1).into_bytes()
+            };
+            async move {
+                let r = http
+                    .put(url)
+                    .bearer_auth(token)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+    let secret = dir.join("secret");
+    std::fs::write(&secret, hex::encode(user.secret_key())).unwrap();
+    (user, token, secret)
+}
+
+/// The lines of the whole public feed at `base`.
+async fn feed_lines(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let (mut lines, mut cursor) = (Vec::new(), 0u64);
+    loop {
+        let page = http
+            .get(format!("{base}/events/?limit=1000&cursor={cursor}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let page: Vec<String> = page.lines().map(str::to_owned).collect();
+        match page.last().and_then(|l| l.strip_prefix("cursor: ")) {
+            Some(next) if page.len() > 1 => cursor = next.parse().unwrap(),
+            _ => return lines,
+        }
+        lines.extend(page[..page.len() - 1].iter().cloned());
+    }
+}
+
+#[tokio::test]
+async fn a_user_moves_from_a_to_b_while_an_app_writes_and_the_sdk_follows() {
+    const FILES: usize = 300;
+    let dht = Dht::start().await;
+    let (env_a, env_b) = (testkit::TestEnv::new().await, testkit::TestEnv::new().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, url_a, key_a) = spawn_on(&dht, &env_a, &dir.path().join("a")).await;
+    let (_b, url_b, key_b) = spawn_on(&dht, &env_b, &dir.path().join("b")).await;
+    let (user, token_a, secret) =
+        user_with_files(&dht, &env_a, &url_a, &key_a, FILES, dir.path()).await;
+    let z32 = user.public_key().to_z32();
+    let pubky = dht.sdk();
+    let resolved = pubky.get_homeserver_of(&sdk_key(&user.public_key())).await;
+    assert_eq!(
+        resolved.unwrap(),
+        Some(sdk_key(&key_a)),
+        "the user starts on A"
+    );
+
+    // The app: writes one file after another to A while it takes them; once A answers
+    // 410 naming B, the same write again on B (signing in through the SDK, which
+    // resolves the user anew) until B takes it, then a few more on B.
+    let app = {
+        let (dht_sdk, user, url_a, z32, token_a, key_b) = (
+            dht.sdk(),
+            user.clone(),
+            url_a.clone(),
+            z32.clone(),
+            token_a.clone(),
+            key_b.clone(),
+        );
+        let bootstrap = dht.bootstrap();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut on_a = Vec::new();
+            let mut n = 0usize;
+            let refused = loop {
+                let path = format!("/pub/app/live/{n:05}.txt");
+                let r = http
+                    .put(format!("{url_a}/storage/{z32}{path}"))
+                    .bearer_auth(&token_a)
+                    .body(format!("write {n}"))
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status() {
+                    StatusCode::CREATED => on_a.push(path),
+                    StatusCode::GONE => {
+                        assert_eq!(r.headers()["pubky-moved-to"], key_b.to_z32().as_str());
+                        break path;
+                    }
+                    other => panic!("A answered {other} to a write"),
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            drop(dht_sdk);
+            // The retry on B, through the SDK (a fresh one: no cached record).
+            let deadline = Instant::now() + Duration::from_secs(180);
+            let mut on_b = Vec::new();
+            let mut pending: Vec<(String, String)> = vec![(refused, format!("write {n}"))];
+            for m in 1..=3 {
+                pending.push((
+                    format!("/pub/app/live/{:05}.txt", n + m),
+                    format!("write {}", n + m),
+                ));
+            }
+            while !pending.is_empty() {
+                assert!(Instant::now() < deadline, "B never took the app's writes");
+                let sdk = crate::common::sdk::sdk_on(&bootstrap);
+                let signer = sdk.signer(pubky::Keypair::from_secret(&user.secret_key()));
+                let Ok(session) = signer.signin(client_id("move.test.app")).await else {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                };
+                while let Some((path, body)) = pending.first().cloned() {
+                    match session.storage().put(path.as_str(), body).await {
+                        Ok(_) => {
+                            on_b.push(pending.remove(0));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            (on_a, on_b)
+        })
+    };
+
+    // The move, while the app writes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let output = move_command(&dht, &secret, &url_a, &url_b)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "homeserver move: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("moved "), "{stdout}");
+    let (on_a, on_b) = app.await.unwrap();
+    assert!(!on_a.is_empty(), "the app wrote to A during the move");
+
+    // The SDK resolves the user to B.
+    let pubky_after = dht.sdk();
+    let user_key = sdk_key(&user.public_key());
+    let resolved = pubky_after.get_homeserver_of(&user_key).await;
+    assert_eq!(resolved.unwrap(), Some(sdk_key(&key_b)));
+    drop(pubky);
+
+    // Every file A had, and every write A acknowledged, is on B with the same bytes;
+    // B also has the app's retried writes, and nothing else.
+    let http = reqwest::Client::new();
+    let before = files_at(&http, &url_a, &z32, &token_a).await;
+    assert_eq!(before.len(), FILES + on_a.len());
+    for path in &on_a {
+        assert!(before.contains_key(path), "{path} acknowledged by A");
+    }
+    let signer = pubky_after.signer(pubky::Keypair::from_secret(&user.secret_key()));
+    let session = signer
+        .signin_blocking(client_id("move.test.reader"))
+        .await
+        .expect("SDK signin at B");
+    let mut expected = before.clone();
+    for (path, body) in &on_b {
+        expected.insert(path.clone(), body.clone().into_bytes());
+    }
+    let mut read = 0;
+    for (path, bytes) in &expected {
+        let got = if path.starts_with("/pub/") {
+            pubky_after
+                .public_storage()
+                .get(format!("pubky://{z32}{path}"))
+                .await
+        } else {
+            session.storage().get(path.as_str()).await
+        };
+        let got = got.unwrap_or_else(|e| panic!("SDK GET {path} from B: {e}"));
+        assert_eq!(&got.bytes().await.unwrap()[..], &bytes[..], "{path}");
+        read += 1;
+    }
+    assert_eq!(read, expected.len());
+    eprintln!(
+        "moved {} files; A acknowledged {} writes of the app during the move, B took {} after it\n{stdout}",
+        expected.len(),
+        on_a.len(),
+        on_b.len()
+    );
+
+    // B's feed: every path put once, one MOVED line, after the copy.
+    let lines = feed_lines(&http, &url_b).await;
+    let mut seen = std::collections::HashSet::new();
+    for line in lines.iter().filter(|l| l.contains(&z32)) {
+        assert!(seen.insert(line.clone()), "duplicate on B's feed: {line}");
+    }
+    let moved = format!("MOVED pubky://{z32}/pub/ {}", key_b.to_z32());
+    assert!(seen.contains(&moved), "{lines:?}");
+    let lines_a = feed_lines(&http, &url_a).await;
+    assert_eq!(lines_a.iter().filter(|l| **l == moved).count(), 1);
+}
