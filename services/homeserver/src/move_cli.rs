@@ -159,7 +159,8 @@ impl Mover {
         let tmp = self.state_path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&self.recorded)?)?;
         std::fs::rename(&tmp, &self.state_path)?;
-        self.bar.println(format!("done: {step}"));
+        // Not `println` of the bar, which prints nothing when stderr is no terminal.
+        self.bar.suspend(|| eprintln!("done: {step}"));
         Ok(())
     }
 
@@ -421,7 +422,7 @@ impl Mover {
                 bail!("after the promotion the {tree} roots differ: A {a}, B {b}");
             }
             self.bar
-                .println(format!("{tree} root {a}: equal at A and B, signed by both"));
+                .suspend(|| eprintln!("{tree} root {a}: equal at A and B, signed by both"));
         }
         Ok(())
     }

@@ -20,11 +20,22 @@ async fn spawn_on(
     env: &testkit::TestEnv,
     data: &Path,
 ) -> (Child, String, domain::PublicKey) {
+    spawn_at(dht, env, data, "127.0.0.1:0").await
+}
+
+/// [`spawn_on`] with the plain HTTP listener at `listen` (a restart keeps the URL).
+async fn spawn_at(
+    dht: &Dht,
+    env: &testkit::TestEnv,
+    data: &Path,
+    listen: &str,
+) -> (Child, String, domain::PublicKey) {
     let bootstrap = dht.bootstrap().join(",");
     let vars = [
         ("PUBKY_DHT_BOOTSTRAP", bootstrap.as_str()),
         ("HOMESERVER_DHT_REQUEST_TIMEOUT_MS", "200"),
         ("HOMESERVER_SIGNUP_MODE", "open"),
+        ("HOMESERVER_HTTP_LISTEN", listen),
     ];
     let (child, url, _) = spawn_all_with(env, data, &vars).await;
     let key = std::fs::read_to_string(data.join("public_key")).expect("public_key file");
@@ -330,4 +341,165 @@ async fn a_user_moves_from_a_to_b_while_an_app_writes_and_the_sdk_follows() {
     assert!(seen.contains(&moved), "{lines:?}");
     let lines_a = feed_lines(&http, &url_a).await;
     assert_eq!(lines_a.iter().filter(|l| **l == moved).count(), 1);
+}
+
+/// A bearer session with every capability for `user`, who has an account on `env`'s
+/// homeserver, appended to its log (as signing in there).
+async fn session_via_log(env: &testkit::TestEnv, user: &domain::Keypair) -> String {
+    let store = store::Store::connect(&env.database_url, 2).await.unwrap();
+    let log = log::EventLog::connect(env.log.clone()).await.unwrap();
+    let row = store
+        .user(&user.public_key())
+        .await
+        .unwrap()
+        .expect("an account");
+    let token = domain::secret::BearerToken::from_random(rand::random());
+    let seq = log
+        .append(
+            &common::session_event(user, &["/:rw"], &token),
+            log::Expected::LastSeq(row.acct_seq),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.checkpoint("main").await.unwrap() < seq {
+        assert!(Instant::now() < deadline, "the projector catches up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    token.as_str().to_owned()
+}
+
+/// What is killed with `kill -9` in the middle of the copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    /// The command: run again, it resumes from its state file.
+    Command,
+    /// A or B: restarted on the same port and data; the command waits and goes on.
+    A,
+    B,
+}
+
+fn free_port() -> String {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", socket.local_addr().unwrap().port())
+}
+
+/// `kill -9` of `victim` once the command has asked B to mirror, then the move goes on
+/// (run again, or the server restarted) and ends equal, each file copied once.
+async fn kill_9_in_the_middle_of_the_copy(victim: Victim) {
+    const FILES: usize = 800;
+    let dht = Dht::start().await;
+    let (env_a, env_b) = (testkit::TestEnv::new().await, testkit::TestEnv::new().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let (listen_a, listen_b) = (free_port(), free_port());
+    let (mut a, url_a, key_a) = spawn_at(&dht, &env_a, &data_a, &listen_a).await;
+    let (mut b, url_b, key_b) = spawn_at(&dht, &env_b, &data_b, &listen_b).await;
+    let (user, token_a, secret) =
+        user_with_files(&dht, &env_a, &url_a, &key_a, FILES, dir.path()).await;
+    let z32 = user.public_key().to_z32();
+    let state_file = dir.path().join("secret.move.json");
+
+    let mut first = move_command(&dht, &secret, &url_a, &url_b).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let state = std::fs::read_to_string(&state_file).unwrap_or_default();
+        if state.contains("\"mirroring\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command never asked B to mirror"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let http = reqwest::Client::new();
+    let status = http.get(format!("{url_b}/mirror/{z32}")).send().await;
+    let copied = match status {
+        Ok(r) => r.json::<serde_json::Value>().await.unwrap()["entries"].clone(),
+        Err(_) => serde_json::Value::Null,
+    };
+    let victim_process = match victim {
+        Victim::Command => &mut first,
+        Victim::A => &mut a,
+        Victim::B => &mut b,
+    };
+    victim_process.start_kill().unwrap();
+    victim_process.wait().await.unwrap();
+    eprintln!("{victim:?} killed with {copied} of {FILES} files on B");
+
+    let output = match victim {
+        Victim::Command => {
+            let state = std::fs::read_to_string(&state_file).unwrap();
+            assert!(
+                !state.contains("\"sealed\""),
+                "killed before the seal: {state}"
+            );
+            move_command(&dht, &secret, &url_a, &url_b)
+                .output()
+                .await
+                .unwrap()
+        }
+        Victim::A | Victim::B => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if victim == Victim::A {
+                a = spawn_at(&dht, &env_a, &data_a, &listen_a).await.0;
+            } else {
+                b = spawn_at(&dht, &env_b, &data_b, &listen_b).await.0;
+            }
+            first.wait_with_output().await.unwrap()
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    if victim == Victim::Command {
+        for step in ["joined", "mirroring"] {
+            assert!(
+                !stderr.contains(&format!("done: {step}\n")),
+                "{step} again: {stderr}"
+            );
+        }
+    }
+    for step in ["copied", "sealed", "promoted", "published", "revoked"] {
+        assert!(
+            stderr.contains(&format!("done: {step}")),
+            "{step}: {stderr}"
+        );
+    }
+    let resolved = dht
+        .sdk()
+        .get_homeserver_of(&sdk_key(&user.public_key()))
+        .await;
+    assert_eq!(resolved.unwrap(), Some(sdk_key(&key_b)));
+
+    // Equal: every file with its bytes, and each public one put once on B's feed.
+    let token_b = session_via_log(&env_b, &user).await;
+    let on_a = files_at(&http, &url_a, &z32, &token_a).await;
+    let on_b = files_at(&http, &url_b, &z32, &token_b).await;
+    assert_eq!(on_a.len(), FILES);
+    assert!(on_a == on_b, "B's files differ from A's");
+    let lines = feed_lines(&http, &url_b).await;
+    let puts = lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("PUT pubky://{z32}/")))
+        .count();
+    let public = on_a.keys().filter(|p| p.starts_with("/pub/")).count();
+    assert_eq!(puts, public, "each file copied once across the kill");
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn kill_9_of_the_move_command_in_the_middle_of_the_copy_then_run_again_resumes() {
+    kill_9_in_the_middle_of_the_copy(Victim::Command).await;
+}
+
+#[tokio::test]
+async fn kill_9_of_a_in_the_middle_of_the_copy_the_move_goes_on_once_a_is_back() {
+    kill_9_in_the_middle_of_the_copy(Victim::A).await;
+}
+
+#[tokio::test]
+async fn kill_9_of_b_in_the_middle_of_the_copy_the_move_goes_on_once_b_is_back() {
+    kill_9_in_the_middle_of_the_copy(Victim::B).await;
 }
