@@ -199,6 +199,12 @@ async fn a_user_moves_from_a_to_b_while_an_app_writes_and_the_sdk_follows() {
         "the user starts on A"
     );
 
+    let stale_session = pubky
+        .signer(pubky::Keypair::from_secret(&user.secret_key()))
+        .signin(client_id("move.test.stale"))
+        .await
+        .expect("SDK signin at A");
+
     // The app: writes one file after another to A while it takes them; once A answers
     // 410 naming B, the same write again on B (signing in through the SDK, which
     // resolves the user anew) until B takes it, then a few more on B.
@@ -290,6 +296,17 @@ async fn a_user_moves_from_a_to_b_while_an_app_writes_and_the_sdk_follows() {
     let user_key = sdk_key(&user.public_key());
     let resolved = pubky_after.get_homeserver_of(&user_key).await;
     assert_eq!(resolved.unwrap(), Some(sdk_key(&key_b)));
+    // A client that resolved the user before the move (a stale PKARR cache) and
+    // writes through its session at A: the moved status naming B, never a 2xx.
+    let stale = stale_session
+        .storage()
+        .put("/pub/app/stale.txt", "stale")
+        .await;
+    let refused = stale.expect_err("a write to A after the move").to_string();
+    assert!(
+        refused.contains("410") && refused.contains(&key_b.to_z32()),
+        "{refused}"
+    );
     drop(pubky);
 
     // Every file A had, and every write A acknowledged, is on B with the same bytes;

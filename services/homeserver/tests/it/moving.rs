@@ -379,3 +379,32 @@ async fn the_seal_answers_writes_410_naming_b_and_b_takes_over_once_caught_up() 
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "written before the seal");
 }
+
+#[tokio::test]
+async fn after_the_grace_period_reads_of_a_user_who_moved_are_answered_410_too() {
+    let a = common::start_with(|c| c.move_grace_secs = 0).await;
+    let u = a.user().await;
+    let z32 = u.z32();
+    a.put_ok(&u, "/pub/app/a.txt", "readable until the move")
+        .await;
+    let to = Keypair::random().public_key();
+    let statement = signed_move(
+        &u.keypair,
+        &u.keypair.public_key(),
+        &a.keypair.public_key(),
+        &to,
+        api::now_micros(),
+    );
+    assert_eq!(post_move(&a, &z32, &statement).await.0, StatusCode::OK);
+    let r = a
+        .http
+        .get(a.storage(&u, "/pub/app/a.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::GONE);
+    assert_eq!(r.headers()["pubky-moved-to"], to.to_z32().as_str());
+    // Not a storage path: the move resource still answers.
+    let status = json(&a.http, &a.url(&format!("/move/{z32}"))).await;
+    assert_eq!(status["moved_to"], to.to_z32().as_str());
+}
