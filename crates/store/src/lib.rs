@@ -18,6 +18,7 @@ pub mod log_identity;
 pub mod merkle;
 pub mod merkle_diff;
 pub mod merkle_gc;
+mod moves;
 pub mod progress;
 pub mod projection;
 pub mod reseed;

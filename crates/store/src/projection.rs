@@ -443,33 +443,12 @@ async fn apply(
         Change::UserMoved {
             from, to, arrived, ..
         } => {
-            // The seal (`arrived` false) refuses the user's writes from here on; the
-            // arrival clears any seal of an earlier move away from here. One feed line.
-            let done = sqlx::query(
-                "WITH feed AS (
-                    INSERT INTO events (seq, owner, op, path, created_us, private, moved_to)
-                    SELECT $2, $1, 'MOVED', '/pub/', $3, false, $5
-                    WHERE EXISTS (SELECT 1 FROM users WHERE pubkey = $1)
-                    ON CONFLICT DO NOTHING
-                 )
-                 UPDATE users SET file_seq = $2,
-                    moved_to = CASE WHEN $4 THEN NULL ELSE $5 END,
-                    moved_us = CASE WHEN $4 THEN NULL ELSE $3 END,
-                    arrived_from = CASE WHEN $4 THEN $6 ELSE arrived_from END
-                 WHERE pubkey = $1",
-            )
-            .bind(&user)
-            .bind(seq)
-            .bind(ts)
-            .bind(*arrived)
-            .bind(to.to_z32())
-            .bind(from.to_z32())
-            .execute(&mut **tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                account_deletion::file_event_of_deleted(tx, &user, seq).await?;
-            }
-            return Ok(());
+            let moved = crate::moves::Moved {
+                from,
+                to,
+                arrived: *arrived,
+            };
+            return crate::moves::user_moved(tx, &user, seq, ts, moved).await;
         }
         Change::UserDisabled | Change::UserEnabled => {
             sqlx::query("UPDATE users SET disabled = $2 WHERE pubkey = $1")
