@@ -32,8 +32,6 @@ mod metrics;
 mod mirror;
 mod mirror_cost;
 mod mirror_process;
-mod move_process;
-mod moving;
 mod openapi;
 mod private_matrix;
 mod rate_limits;
