@@ -3,10 +3,12 @@
 //! Tests run in parallel against one NATS server and one Postgres cluster (started by
 //! `make test`, given by `NATS_URL` and `DATABASE_URL`). Each test gets its own
 //! database and its own JetStream stream and subject prefix, so nothing is shared and
-//! nothing needs cleaning between tests. [`s3`] does the same for the S3 blob store.
+//! nothing needs cleaning between tests. [`s3`] does the same for the S3 blob store;
+//! [`pg`] gives a drill a Postgres cluster of its own to crash and restart.
 
 use sqlx::Connection;
 
+pub mod pg;
 pub mod s3;
 
 /// One test's private database and log namespace.
@@ -28,7 +30,13 @@ pub fn required_env(name: &str) -> String {
 
 impl TestEnv {
     pub async fn new() -> Self {
-        let admin_url = required_env("DATABASE_URL");
+        Self::on(&required_env("DATABASE_URL")).await
+    }
+
+    /// A test database on the Postgres server of `admin_url` (a [`pg::PgCluster`] of
+    /// the test's own, say) and a log namespace on the shared NATS.
+    pub async fn on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_string();
         let nats_url = required_env("NATS_URL");
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let db = format!("t_{id}");

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod drill;
 pub mod sdk;
 pub mod split;
 

@@ -33,6 +33,7 @@ mod mirror;
 mod mirror_cost;
 mod mirror_process;
 mod openapi;
+mod pg_restart;
 mod private_matrix;
 mod rate_limits;
 mod readiness;
