@@ -7,17 +7,20 @@
 //!
 //! 1. `joined`: sign up at B (with `--signup-token` when B needs one); an account
 //!    that exists already is fine.
-//! 2. `mirroring`: a read grant of `/priv/` at A, handed to B with the user's signed
+//! 2. `room`: the account's bytes at A fit in the user's quota at B (both asked with a
+//!    session of the user, `GET /move/<user>`); otherwise the command stops here,
+//!    before anything moves.
+//! 3. `mirroring`: a read grant of `/priv/` at A, handed to B with the user's signed
 //!    request for a mirror (`POST /mirror/<user>`): B copies both trees and follows A.
-//! 3. `copied`: B's first copy is done and it follows A closely (few events behind).
-//! 4. `sealed`: A seals the user with a `pubky-move/1` statement signed by the user
+//! 4. `copied`: B's first copy is done and it follows A closely (few events behind).
+//! 5. `sealed`: A seals the user with a `pubky-move/1` statement signed by the user
 //!    (`POST /move/<user>`): writes to A are answered 410 naming B from now on.
-//! 5. `promoted`: B promotes its mirror (`POST /move/<user>`, the same statement) once
+//! 6. `promoted`: B promotes its mirror (`POST /move/<user>`, the same statement) once
 //!    it has caught up with A's final roots; the command then compares both servers'
 //!    signed roots itself.
-//! 6. `published`: the user's PKARR record names B (on the DHT this command is
+//! 7. `published`: the user's PKARR record names B (on the DHT this command is
 //!    configured with: `PUBKY_DHT_BOOTSTRAP`, or `HOMESERVER_DHT_MAINNET=true`).
-//! 7. `revoked`: the read grant at A is revoked.
+//! 8. `revoked`: the read grant at A is revoked.
 
 use anyhow::{Context, bail};
 use domain::PublicKey;
@@ -29,8 +32,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The steps in order (see the module docs).
-pub const STEPS: [&str; 7] = [
+pub const STEPS: [&str; 8] = [
     "joined",
+    "room",
     "mirroring",
     "copied",
     "sealed",
@@ -173,6 +177,10 @@ impl Mover {
         let to_key = self.server_key(&self.args.to.clone()).await?;
         self.recorded.from_key = Some(from_key.to_z32());
         self.recorded.to_key = Some(to_key.to_z32());
+        if !self.done("room") {
+            self.check_room().await?;
+            self.record("room")?;
+        }
         if !self.done("mirroring") {
             self.mirror(&from_key, &to_key).await?;
             self.record("mirroring")?;
@@ -281,18 +289,66 @@ impl Mover {
         .await
     }
 
-    /// Step 2: B mirrors both trees with a read grant of A.
+    /// The read grant of `/priv/` at A that B mirrors with (made once, kept in the
+    /// state file until the last step revokes it).
+    async fn read_token(&mut self) -> anyhow::Result<String> {
+        if let Some(token) = &self.recorded.read_token {
+            return Ok(token.clone());
+        }
+        let secret = self.user.secret_key();
+        let keypair = pubky_common::crypto::Keypair::from_secret(&secret);
+        let token = crate::pull::sign_in(&self.http, &self.args.from, &keypair).await?;
+        self.recorded.read_token = Some(token.clone());
+        Ok(token)
+    }
+
+    /// The user's `GET /move/<user>` at `base` with `token`: `(used_bytes,
+    /// quota_bytes)`.
+    async fn usage(&self, base: &str, token: &str) -> anyhow::Result<(u64, Option<u64>)> {
+        let body: serde_json::Value = self
+            .http
+            .get(format!("{base}/move/{}", self.z32))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let used = body["used_bytes"]
+            .as_u64()
+            .with_context(|| format!("{base} did not say how much the account uses"))?;
+        Ok((used, body["quota_bytes"].as_u64()))
+    }
+
+    /// Step 2: the account fits in its quota at B (see the module docs).
+    async fn check_room(&mut self) -> anyhow::Result<()> {
+        let token_a = self.read_token().await?;
+        let (at_a, _) = self.usage(&self.args.from, &token_a).await?;
+        let secret = self.user.secret_key();
+        let keypair = pubky_common::crypto::Keypair::from_secret(&secret);
+        let token_b = crate::pull::sign_in(&self.http, &self.args.to, &keypair).await?;
+        let at_b = self.usage(&self.args.to, &token_b).await;
+        let _ = self
+            .http
+            .delete(format!("{}/auth/grant/session", self.args.to))
+            .bearer_auth(&token_b)
+            .send()
+            .await;
+        if let (used_b, Some(quota)) = at_b?
+            && at_a.saturating_add(used_b) > quota
+        {
+            return Err(Refused(format!(
+                "the account takes {at_a} bytes at A, but its quota at B is {quota} bytes \
+                 ({used_b} used there): nothing was moved (ask B's operator for more room)"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Step 3: B mirrors both trees with a read grant of A.
     async fn mirror(&mut self, from_key: &PublicKey, to_key: &PublicKey) -> anyhow::Result<()> {
-        let token = match &self.recorded.read_token {
-            Some(token) => token.clone(),
-            None => {
-                let secret = self.user.secret_key();
-                let keypair = pubky_common::crypto::Keypair::from_secret(&secret);
-                let token = crate::pull::sign_in(&self.http, &self.args.from, &keypair).await?;
-                self.recorded.read_token = Some(token.clone());
-                token
-            }
-        };
+        let token = self.read_token().await?;
         let url = format!("{}/mirror/{}", self.args.to, self.z32);
         self.until("asking B to mirror the account", || async {
             let statement = mirror::routes::request_statement(
@@ -326,7 +382,7 @@ impl Mover {
         hex::encode(self.user.sign(text.as_bytes()).to_bytes())
     }
 
-    /// Step 3: B's first copy done, and B close behind A.
+    /// Step 4: B's first copy done, and B close behind A.
     async fn wait_copied(&self) -> anyhow::Result<()> {
         let url = format!("{}/mirror/{}", self.args.to, self.z32);
         self.until("B copies the account", || async {
@@ -364,7 +420,7 @@ impl Mover {
         serde_json::json!({ "signature": self.sign(&text), "statement": text })
     }
 
-    /// Step 4: A sealed.
+    /// Step 5: A sealed.
     async fn seal(&self, from: &PublicKey, to: &PublicKey) -> anyhow::Result<()> {
         let url = format!("{}/move/{}", self.args.from, self.z32);
         self.until("sealing the account at A", || async {
@@ -387,7 +443,7 @@ impl Mover {
         .await
     }
 
-    /// Step 5: B caught up with A's final roots and took over; both servers' signed
+    /// Step 6: B caught up with A's final roots and took over; both servers' signed
     /// roots compared here too.
     async fn promote(&self, from: &PublicKey, to: &PublicKey) -> anyhow::Result<()> {
         let url = format!("{}/move/{}", self.args.to, self.z32);
@@ -469,7 +525,7 @@ impl Mover {
         Ok(root.to_owned())
     }
 
-    /// Step 6: the user's PKARR record names B.
+    /// Step 7: the user's PKARR record names B.
     async fn publish(&self, config: &crate::config::Config, to: &PublicKey) -> anyhow::Result<()> {
         let dht = config.dht_config().context(
             "no DHT to publish the record on: set PUBKY_DHT_BOOTSTRAP, or HOMESERVER_DHT_MAINNET=true",

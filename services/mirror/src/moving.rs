@@ -26,7 +26,7 @@ use crate::MirrorSet;
 use crate::source::Source;
 use crate::table;
 use api::writer::{CommitError, MAX_ATTEMPTS, too_much_contention};
-use api::{ApiError, AppState};
+use api::{ApiError, AppState, MaybeSession};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -90,17 +90,27 @@ async fn status_json(state: &AppState, user: &str) -> Result<Option<serde_json::
     })))
 }
 
-/// `GET /move/<user>`: where the user moved to, or came from.
-#[utoipa::path(get, path = "/move/{user}", operation_id = "move_status", tag = "mirror", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 200, description = "`{user, homeserver, moved_to, moved_at, arrived_from}` (docs/move.md)", content_type = "application/json"), (status = 404, description = "no such user here")))]
+/// `GET /move/<user>`: where the user moved to, or came from; with a session of the
+/// user, also their usage and quota here (`used_bytes`, `quota_bytes`: `null` is no
+/// limit), which `homeserver move` compares before anything moves.
+#[utoipa::path(get, path = "/move/{user}", operation_id = "move_status", tag = "mirror", params(("user" = String, Path, description = "the user's public key (z-base-32)")), responses((status = 200, description = "`{user, homeserver, moved_to, moved_at, arrived_from}`, and `used_bytes`, `quota_bytes` with a session of the user (docs/move.md)", content_type = "application/json"), (status = 404, description = "no such user here")))]
 pub(crate) async fn move_status(
     State(state): State<AppState>,
+    MaybeSession(session): MaybeSession,
     Path(user): Path<String>,
 ) -> Response {
     let result = async {
-        let user = parse_user(&user)?.to_z32();
-        let body = status_json(&state, &user)
+        let key = parse_user(&user)?;
+        let user = key.to_z32();
+        let mut body = status_json(&state, &user)
             .await?
             .ok_or_else(ApiError::not_found)?;
+        if session.is_some_and(|s| s.user == key)
+            && let Some(row) = state.store.user(&key).await?
+        {
+            body["used_bytes"] = row.used_bytes.into();
+            body["quota_bytes"] = write_api::quota_bytes(&state, &row).into();
+        }
         Ok::<_, ApiError>(json(StatusCode::OK, body))
     }
     .await;

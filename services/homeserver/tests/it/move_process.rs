@@ -430,12 +430,26 @@ async fn kill_9_in_the_middle_of_the_copy(victim: Victim) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // ... and B has part of the files.
     let http = reqwest::Client::new();
-    let status = http.get(format!("{url_b}/mirror/{z32}")).send().await;
-    let copied = match status {
-        Ok(r) => r.json::<serde_json::Value>().await.unwrap()["entries"].clone(),
-        Err(_) => serde_json::Value::Null,
+    let copied = loop {
+        let status = http.get(format!("{url_b}/mirror/{z32}")).send().await;
+        let entries = match status {
+            Ok(r) if r.status() == StatusCode::OK => {
+                r.json::<serde_json::Value>().await.unwrap()["entries"].as_u64()
+            }
+            _ => None,
+        };
+        if let Some(entries) = entries.filter(|e| *e >= 20) {
+            break entries;
+        }
+        assert!(Instant::now() < deadline, "B never started copying");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    assert!(
+        copied < FILES as u64,
+        "killed in the middle: {copied} of {FILES}"
+    );
     let victim_process = match victim {
         Victim::Command => &mut first,
         Victim::A => &mut a,
@@ -471,7 +485,7 @@ async fn kill_9_in_the_middle_of_the_copy(victim: Victim) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     if victim == Victim::Command {
-        for step in ["joined", "mirroring"] {
+        for step in ["joined", "room", "mirroring"] {
             assert!(
                 !stderr.contains(&format!("done: {step}\n")),
                 "{step} again: {stderr}"

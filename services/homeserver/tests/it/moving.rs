@@ -408,3 +408,51 @@ async fn after_the_grace_period_reads_of_a_user_who_moved_are_answered_410_too()
     let status = json(&a.http, &a.url(&format!("/move/{z32}"))).await;
     assert_eq!(status["moved_to"], to.to_z32().as_str());
 }
+
+#[tokio::test]
+async fn a_quota_at_b_too_small_for_the_user_is_reported_before_anything_moves() {
+    let a = common::start().await;
+    let b = common::start_with(|c| c.default_quota_mb = Some(1)).await;
+    let u = a.user().await;
+    let z32 = u.z32();
+    a.put_ok(&u, "/pub/app/big.bin", &"x".repeat(1536 * 1024))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, hex::encode(u.keypair.secret_key())).unwrap();
+    let args = homeserver::move_cli::MoveArgs {
+        from: a.url(""),
+        to: b.url(""),
+        secret_key: secret,
+        signup_token: None,
+        state_file: None,
+        step_timeout: Duration::from_secs(30),
+    };
+    let refused = homeserver::move_cli::run(&homeserver::config::Config::default(), args)
+        .await
+        .expect_err("B's quota is too small");
+    let text = format!("{refused:#}");
+    assert!(
+        text.contains("quota at B is 1048576 bytes") && text.contains("nothing was moved"),
+        "{text}"
+    );
+    // Nothing moved: no mirror on B, no file there, A not sealed.
+    let r = b
+        .http
+        .get(b.url(&format!("/mirror/{z32}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = b
+        .http
+        .get(b.url(&format!("/storage/{z32}/pub/app/big.bin")))
+        .send();
+    assert_eq!(r.await.unwrap().status(), StatusCode::NOT_FOUND);
+    let status = json(&a.http, &a.url(&format!("/move/{z32}"))).await;
+    assert_eq!(status["moved_to"], Value::Null);
+    assert_eq!(
+        put(&a, &u, "/pub/app/still.txt", "A").await.status(),
+        StatusCode::CREATED
+    );
+}
