@@ -32,6 +32,8 @@ mod metrics;
 mod mirror;
 mod mirror_cost;
 mod mirror_process;
+mod move_process;
+mod moving;
 mod openapi;
 mod pg_restart;
 mod private_matrix;

@@ -11,12 +11,6 @@ use std::time::{Duration, Instant};
 
 pub(crate) const PASSWORD: &str = "mirror-test-password";
 
-// The move (docs/move.md) is built on the mirror: its tests are declared here.
-#[path = "move_process.rs"]
-mod move_process;
-#[path = "moving.rs"]
-mod moving;
-
 /// A homeserver with an admin listener and a quick anti-entropy round.
 async fn start_b() -> TestServer {
     common::start_with(|c| {
