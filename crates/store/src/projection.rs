@@ -43,11 +43,11 @@ impl Store {
     /// one transaction. Returns the new checkpoint.
     pub async fn apply_batch(&self, name: &str, events: &[(EventSeq, Event)]) -> Result<EventSeq> {
         let mut tx = self.pool.begin().await?;
-        // The projector's commits may be lost on a crash without harm (the log is the
-        // truth and the checkpoint moves with the rows), so it need not wait for fsync.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
+        // The commit waits for the WAL flush (synchronous_commit stays on): the moment
+        // it returns, writers are told their event is visible and answer 201. With an
+        // unflushed commit, a crash of Postgres took back what clients had already read:
+        // the replay from the log restored it, but until then reads were 404 and every
+        // write of those users conflicted on a stale sequence (it::pg_restart).
         let current: Option<i64> = sqlx::query_scalar(
             "SELECT last_seq FROM projector_checkpoints WHERE name = $1 FOR UPDATE",
         )

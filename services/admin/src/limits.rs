@@ -213,6 +213,7 @@ mod tests {
                 format!("{} {text}", status.as_u16())
             }
             ApiError::Unavailable(text) => text,
+            ApiError::Moved { user, to } => api::error::moved_text(&user, &to),
         })
     }
 
