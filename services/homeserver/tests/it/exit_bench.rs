@@ -44,7 +44,7 @@ async fn spawn_all(env: &testkit::TestEnv, data: &Path) -> (Child, String) {
 }
 
 /// `(VmRSS, VmHWM)` of a process in MiB.
-fn rss(pid: u32) -> (f64, f64) {
+pub(crate) fn rss(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -57,16 +57,9 @@ fn rss(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Runs a CLI to completion; its time, peak RSS (MiB) and stdout.
-async fn measured(mut command: Command) -> (Duration, f64, String) {
-    let started = Instant::now();
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let sampler = tokio::spawn(async move {
+/// The peak RSS (MiB) of process `pid`, sampled until it ends.
+pub(crate) fn peak_rss(pid: u32) -> tokio::task::JoinHandle<f64> {
+    tokio::spawn(async move {
         let mut peak: f64 = 0.0;
         loop {
             let (now, hwm) = rss(pid);
@@ -76,7 +69,18 @@ async fn measured(mut command: Command) -> (Duration, f64, String) {
             peak = peak.max(hwm).max(now);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    });
+    })
+}
+
+/// Runs a CLI to completion; its time, peak RSS (MiB) and stdout.
+async fn measured(mut command: Command) -> (Duration, f64, String) {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sampler = peak_rss(child.id().unwrap());
     let output = child.wait_with_output().await.unwrap();
     let elapsed = started.elapsed();
     let peak = sampler.await.unwrap();

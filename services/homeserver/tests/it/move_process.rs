@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
 use tokio::process::Child;
 
 /// A `homeserver all` on `dht`, open signups; its process, plain HTTP URL and key.
@@ -54,7 +55,7 @@ fn move_command(dht: &Dht, secret: &Path, from: &str, to: &str) -> tokio::proces
             "--to",
             to,
             "--step-timeout-secs",
-            "120",
+            "900",
         ])
         .arg("--secret-key")
         .arg(secret)
@@ -108,14 +109,14 @@ async fn files_at(
     out
 }
 
-/// A user on A with `files` files (a fifth private, every 50th 256 KiB), whose PKARR
-/// record names A; their secret key written to a file.
+/// A user on A with `files` files (a fifth private, every 50th 256 KiB, the first
+/// `big` 10 MiB), whose PKARR record names A; their secret key written to a file.
 async fn user_with_files(
     dht: &Dht,
     env_a: &testkit::TestEnv,
     url_a: &str,
     key_a: &domain::PublicKey,
-    files: usize,
+    (files, big): (usize, usize),
     dir: &Path,
 ) -> (domain::Keypair, String, std::path::PathBuf) {
     let (user, token) = common::user_via_log(env_a).await;
@@ -134,8 +135,12 @@ async fn user_with_files(
         .map(|n| {
             let (http, token) = (http.clone(), token.clone());
             let tree = if n % 5 == 0 { "priv" } else { "pub" };
-            let url = format!("{url_a}/storage/{z32}/{tree}/bulk/{n:04}.bin");
-            let body = if n % 50 == 0 {
+            let url = format!("{url_a}/storage/{z32}/{tree}/bulk/{n:06}.bin");
+            let body = if n < big {
+                (0..10 * 1024 * 1024)
+                    .map(|b| ((b * 7 + n) % 251) as u8)
+                    .collect()
+            } else if n % 50 == 0 {
                 vec![n as u8; 256 * 1024]
             } else {
                 format!("file {n}").repeat(n % 7 + 1).into_bytes()
@@ -182,14 +187,42 @@ async fn feed_lines(http: &reqwest::Client, base: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_user_moves_from_a_to_b_while_an_app_writes_and_the_sdk_follows() {
-    const FILES: usize = 300;
+    move_while_an_app_writes(300, 0).await;
+}
+
+/// The acceptance scenario at scale, measured (README, "Moving a user"):
+/// `MOVE_BENCH_FILES=10000 cargo test -p homeserver --test it -- --ignored --nocapture
+/// move_bench` (three of the files 10 MiB).
+#[tokio::test]
+#[ignore = "a benchmark: run explicitly"]
+async fn move_bench() {
+    let files = std::env::var("MOVE_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    move_while_an_app_writes(files, 3).await;
+}
+
+/// A user of `files` files (`big` of them 10 MiB) moves from A to B while an app writes
+/// (see the module docs); every check a user would make afterwards.
+async fn move_while_an_app_writes(files: usize, big: usize) {
     let dht = Dht::start().await;
     let (env_a, env_b) = (testkit::TestEnv::new().await, testkit::TestEnv::new().await);
     let dir = tempfile::tempdir().unwrap();
-    let (_a, url_a, key_a) = spawn_on(&dht, &env_a, &dir.path().join("a")).await;
-    let (_b, url_b, key_b) = spawn_on(&dht, &env_b, &dir.path().join("b")).await;
+    let (a, url_a, key_a) = spawn_on(&dht, &env_a, &dir.path().join("a")).await;
+    let (b, url_b, key_b) = spawn_on(&dht, &env_b, &dir.path().join("b")).await;
+    let pids = (a.id().unwrap(), b.id().unwrap());
+    let idle = (
+        crate::exit_bench::rss(pids.0).0,
+        crate::exit_bench::rss(pids.1).0,
+    );
+    let started = Instant::now();
     let (user, token_a, secret) =
-        user_with_files(&dht, &env_a, &url_a, &key_a, FILES, dir.path()).await;
+        user_with_files(&dht, &env_a, &url_a, &key_a, (files, big), dir.path()).await;
+    eprintln!(
+        "{files} files written to A in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let z32 = user.public_key().to_z32();
     let pubky = dht.sdk();
     let resolved = pubky.get_homeserver_of(&sdk_key(&user.public_key())).await;
@@ -275,17 +308,39 @@ async fn a_user_moves_from_a_to_b_while_an_app_writes_and_the_sdk_follows() {
         })
     };
 
-    // The move, while the app writes.
+    // The move, while the app writes; each step's time, each process's peak RSS.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let output = move_command(&dht, &secret, &url_a, &url_b)
-        .output()
-        .await
-        .unwrap();
+    let started = Instant::now();
+    let mut command = move_command(&dht, &secret, &url_a, &url_b).spawn().unwrap();
+    let peak_of_command = crate::exit_bench::peak_rss(command.id().unwrap());
+    let mut steps = tokio::io::BufReader::new(command.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    while let Ok(Some(line)) = steps.next_line().await {
+        if line.starts_with("done: ") {
+            eprintln!("{line} after {:.1} s", started.elapsed().as_secs_f64());
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    let output = command.wait_with_output().await.unwrap();
+    let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "homeserver move: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        "homeserver move: {stdout}\n{stderr}"
+    );
+    let (a_now, b_now) = (
+        crate::exit_bench::rss(pids.0),
+        crate::exit_bench::rss(pids.1),
+    );
+    eprintln!(
+        "move: {:.1} s; peak RSS: the command {:.0} MiB, A {:.0} MiB (idle {:.0}), B {:.0} MiB (idle {:.0})",
+        took.as_secs_f64(),
+        peak_of_command.await.unwrap(),
+        a_now.1,
+        idle.0,
+        b_now.1,
+        idle.1
     );
     assert!(stdout.contains("moved "), "{stdout}");
     let (on_a, on_b) = app.await.unwrap();
@@ -313,7 +368,7 @@ async fn a_user_moves_from_a_to_b_while_an_app_writes_and_the_sdk_follows() {
     // B also has the app's retried writes, and nothing else.
     let http = reqwest::Client::new();
     let before = files_at(&http, &url_a, &z32, &token_a).await;
-    assert_eq!(before.len(), FILES + on_a.len());
+    assert_eq!(before.len(), files + on_a.len());
     for path in &on_a {
         assert!(before.contains_key(path), "{path} acknowledged by A");
     }
@@ -413,7 +468,7 @@ async fn kill_9_in_the_middle_of_the_copy(victim: Victim) {
     let (mut a, url_a, key_a) = spawn_at(&dht, &env_a, &data_a, &listen_a).await;
     let (mut b, url_b, key_b) = spawn_at(&dht, &env_b, &data_b, &listen_b).await;
     let (user, token_a, secret) =
-        user_with_files(&dht, &env_a, &url_a, &key_a, FILES, dir.path()).await;
+        user_with_files(&dht, &env_a, &url_a, &key_a, (FILES, 0), dir.path()).await;
     let z32 = user.public_key().to_z32();
     let state_file = dir.path().join("secret.move.json");
 
