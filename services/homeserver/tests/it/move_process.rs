@@ -589,3 +589,82 @@ async fn kill_9_of_a_in_the_middle_of_the_copy_the_move_goes_on_once_a_is_back()
 async fn kill_9_of_b_in_the_middle_of_the_copy_the_move_goes_on_once_b_is_back() {
     kill_9_in_the_middle_of_the_copy(Victim::B).await;
 }
+
+#[tokio::test]
+async fn a_user_moves_twice_a_to_b_to_c_and_each_feed_says_so_once() {
+    let dht = Dht::start().await;
+    let envs = [
+        testkit::TestEnv::new().await,
+        testkit::TestEnv::new().await,
+        testkit::TestEnv::new().await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = Vec::new();
+    for (env, name) in envs.iter().zip(["a", "b", "c"]) {
+        servers.push(spawn_on(&dht, env, &dir.path().join(name)).await);
+    }
+    let [(_, url_a, key_a), (_, url_b, key_b), (_, url_c, key_c)] = &servers[..] else {
+        unreachable!()
+    };
+    let (user, token_a, secret) =
+        user_with_files(&dht, &envs[0], url_a, key_a, (120, 0), dir.path()).await;
+    let z32 = user.public_key().to_z32();
+
+    for (from, to, state) in [(url_a, url_b, "ab.json"), (url_b, url_c, "bc.json")] {
+        let output = move_command(&dht, &secret, from, to)
+            .arg("--state-file")
+            .arg(dir.path().join(state))
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "move from {from} to {to}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let resolved = dht
+        .sdk()
+        .get_homeserver_of(&sdk_key(&user.public_key()))
+        .await;
+    assert_eq!(resolved.unwrap(), Some(sdk_key(key_c)));
+
+    // C holds A's files; B refuses writes naming C, as A does naming B.
+    let http = reqwest::Client::new();
+    let token_c = session_via_log(&envs[2], &user).await;
+    let on_a = files_at(&http, url_a, &z32, &token_a).await;
+    assert_eq!(on_a.len(), 120);
+    assert!(on_a == files_at(&http, url_c, &z32, &token_c).await);
+    let token_b = session_via_log(&envs[1], &user).await;
+    for (url, token, to) in [(url_a, &token_a, key_b), (url_b, &token_b, key_c)] {
+        let r = http
+            .put(format!("{url}/storage/{z32}/pub/late.txt"))
+            .bearer_auth(token)
+            .body("late")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::GONE);
+        assert_eq!(r.headers()["pubky-moved-to"], to.to_z32().as_str());
+    }
+    let r = http
+        .put(format!("{url_c}/storage/{z32}/pub/late.txt"))
+        .bearer_auth(&token_c)
+        .body("late")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // The MOVED lines: A's names B; B's arrival names B, its departure C; C's names C.
+    let moved = |to: &domain::PublicKey| format!("MOVED pubky://{z32}/pub/ {}", to.to_z32());
+    for (url, expected) in [
+        (url_a, vec![moved(key_b)]),
+        (url_b, vec![moved(key_b), moved(key_c)]),
+        (url_c, vec![moved(key_c)]),
+    ] {
+        let lines = feed_lines(&http, url).await;
+        let found: Vec<&String> = lines.iter().filter(|l| l.starts_with("MOVED ")).collect();
+        assert_eq!(found, expected.iter().collect::<Vec<_>>(), "{url}");
+    }
+}
