@@ -181,25 +181,39 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pop_nonce: Option<String>,
     },
-    /// A storage lock (`LOCK`, `webdav-locks`) was taken on a file path that had no live
-    /// lock; it replaces any expired one. File event: it is ordered with the user's
-    /// writes, which is what makes a write and a lock taken through different
-    /// instances exclude each other.
+    /// A storage lock (`LOCK`, `webdav-locks`) was taken where no live lock conflicted
+    /// with it: an exclusive lock of depth 0 on a file (`/storage/`), or over WebDAV
+    /// also a shared one, or one on a folder (`path` ends with `/`). The user's
+    /// expired locks go with it. File event: it is ordered with the user's writes,
+    /// which is what makes a write and a lock taken through different instances
+    /// exclude each other.
     LockAcquired {
         path: String,
         /// SHA-256 of the lock token (`opaquelocktoken:<uuid>`); never the token.
         token_hash: Digest,
         /// When the lock ends, in microseconds since the Unix epoch.
         expires_us: u64,
+        /// A shared lock (WebDAV); absent: exclusive.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shared: bool,
+        /// Depth infinity on a folder: the lock covers everything under it; absent:
+        /// depth 0.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deep: bool,
+        /// The `DAV:owner` element of the WebDAV request, as the client wrote it
+        /// (self-contained: the namespaces in scope are declared on it), which lock
+        /// discovery shows; absent when none was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lock_owner: Option<String>,
     },
-    /// The live lock of `path` with this token was given a new end (`LOCK` with an
-    /// `If` header naming it).
+    /// The live lock rooted at `path` with this token was given a new end (`LOCK` with
+    /// an `If` header naming it).
     LockRefreshed {
         path: String,
         token_hash: Digest,
         expires_us: u64,
     },
-    /// The lock of `path` with this token ended (`UNLOCK`), expired or not.
+    /// The lock rooted at `path` with this token ended (`UNLOCK`), expired or not.
     LockReleased {
         path: String,
         token_hash: Digest,

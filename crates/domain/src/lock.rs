@@ -1,7 +1,8 @@
 //! Storage locks (`webdav-locks`): the wire rules of `LOCK`/`UNLOCK` on
 //! `/storage/<user>/<path>` and of the `If` header on writes, as the reference
 //! homeserver has them (exclusive write locks on single files, depth 0, no lock-null
-//! resources).
+//! resources), and the rules of the locks WebDAV adds to them (RFC 4918 §6, §7):
+//! shared locks, and locks on folders of depth 0 or infinity ([`HeldLock`]).
 //!
 //! Why a module of its own: the same rules are used by the write path (`PUT`/`DELETE`
 //! must honour a lock taken through any instance) and by the lock endpoints, and they
@@ -151,33 +152,108 @@ pub fn lockinfo_supported(body: &[u8]) -> bool {
     exclusive && write && !shared
 }
 
-/// What a write (`PUT`/`DELETE`) may do given the path's live lock and the tokens its
-/// `If` headers presented. The decision is taken before the body is read and again
-/// against the state the write's event is appended after.
+/// What a write (`PUT`/`DELETE`) may do given the live locks guarding its path
+/// ([`guarding`]) and the tokens its `If` headers presented. The decision is taken
+/// before the body is read and again against the state the write's event is appended
+/// after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteUnderLock {
-    /// No live lock and no token, or the live lock's token presented.
+    /// No live lock and no token, or the token of one of the guarding locks presented.
     Proceed,
     /// A live lock and no token: 423 [`LOCKED`].
     Locked,
-    /// Tokens that do not name the live lock (or there is none any more): 412.
+    /// Tokens that name none of the guarding locks (or there is none any more): 412.
     NotTheLiveLock,
 }
 
-/// Decides [`WriteUnderLock`]; `live` is the SHA-256 of the live lock's token.
-pub fn write_under_lock(live: Option<&[u8; 32]>, presented: &[LockToken]) -> WriteUnderLock {
-    match (live, presented.is_empty()) {
-        (None, true) => WriteUnderLock::Proceed,
-        (None, false) => WriteUnderLock::NotTheLiveLock,
-        (Some(_), true) => WriteUnderLock::Locked,
-        (Some(live), false) => {
-            if presented.iter().any(|t| &t.hash() == live) {
+/// Decides [`WriteUnderLock`]; `guards` are the SHA-256 of the tokens of the live
+/// locks guarding the path. One of them is enough: several guard a path only when
+/// they are all shared (an exclusive lock conflicts with any other over the same
+/// path), and a shared lock's holder may write.
+pub fn write_under_locks(guards: &[[u8; 32]], presented: &[LockToken]) -> WriteUnderLock {
+    match (guards.is_empty(), presented.is_empty()) {
+        (true, true) => WriteUnderLock::Proceed,
+        (true, false) => WriteUnderLock::NotTheLiveLock,
+        (false, true) => WriteUnderLock::Locked,
+        (false, false) => {
+            if presented.iter().any(|t| guards.contains(&t.hash())) {
                 WriteUnderLock::Proceed
             } else {
                 WriteUnderLock::NotTheLiveLock
             }
         }
     }
+}
+
+/// A live lock as the rules of conflicts and writes see it. `/storage/` takes only
+/// exclusive locks of depth 0 on files; WebDAV also takes shared ones, and locks on
+/// folders, whose `path` ends with `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLock {
+    /// The lock's root: a file path, or a folder path ending with `/`.
+    pub path: String,
+    /// SHA-256 of the token.
+    pub token_hash: [u8; 32],
+    /// A shared lock: others may hold shared locks over the same paths.
+    pub shared: bool,
+    /// Depth infinity: a folder lock that covers everything under the folder too.
+    pub deep: bool,
+}
+
+impl HeldLock {
+    /// Whether the lock applies to `path` (a file path, or a folder path ending with
+    /// `/`): it is the lock's root, or lies under the root of a depth-infinity lock.
+    pub fn covers(&self, path: &str) -> bool {
+        self.path == path || (self.deep && self.path.ends_with('/') && path.starts_with(&self.path))
+    }
+
+    /// Whether a new lock of `path` (`shared` or exclusive, `deep` or not) conflicts
+    /// with this one (RFC 4918 §6.1, §7): their scopes overlap, that is one covers the
+    /// other's root, and they are not both shared.
+    pub fn conflicts_with(&self, path: &str, shared: bool, deep: bool) -> bool {
+        let overlap =
+            self.covers(path) || (deep && path.ends_with('/') && self.path.starts_with(path));
+        overlap && !(shared && self.shared)
+    }
+
+    fn answered_by(&self, presented: &[LockToken]) -> bool {
+        presented.iter().any(|t| t.hash() == self.token_hash)
+    }
+}
+
+/// The folder `path` is a member of (ending with `/`); `None` for the root.
+pub fn parent_dir(path: &str) -> Option<&str> {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    trimmed.rfind('/').map(|slash| &trimmed[..=slash])
+}
+
+/// The locks a change of `path` must present a token of (one is enough, see
+/// [`write_under_locks`]): those covering it and, when the change adds `path` to its
+/// folder or removes it (`membership`: a new file, a delete, either end of a move),
+/// a depth-0 lock of that folder, which guards the folder's list of members (RFC
+/// 4918 §7.5).
+pub fn guarding<'a>(held: &'a [HeldLock], path: &str, membership: bool) -> Vec<&'a HeldLock> {
+    let parent = parent_dir(path).filter(|_| membership);
+    held.iter()
+        .filter(|lock| lock.covers(path) || Some(lock.path.as_str()) == parent)
+        .collect()
+}
+
+/// Whether a change of `root` and of everything under it (a folder's delete, move or
+/// overwrite) may go ahead: for `root` and for the root of every lock under it, one of
+/// the locks guarding it must be answered by a presented token.
+pub fn tree_unlocked(held: &[HeldLock], root: &str, presented: &[LockToken]) -> bool {
+    let below = format!("{}/", root.trim_end_matches('/'));
+    std::iter::once((root, true))
+        .chain(
+            held.iter()
+                .filter(|lock| lock.path != root && lock.path.starts_with(&below))
+                .map(|lock| (lock.path.as_str(), false)),
+        )
+        .all(|(path, membership)| {
+            let guards = guarding(held, path, membership);
+            guards.is_empty() || guards.iter().any(|lock| lock.answered_by(presented))
+        })
 }
 
 /// The body of a `LOCK` answer: one line of `DAV:` XML naming the lock. `lockroot` is
@@ -284,22 +360,98 @@ mod tests {
     }
 
     #[test]
-    fn writes_proceed_only_with_no_lock_or_its_token() {
+    fn writes_proceed_only_with_no_lock_or_a_guarding_token() {
         let token = LockToken::from_uuid("u1");
         let other = LockToken::from_uuid("u2");
         let live = token.hash();
         use WriteUnderLock::*;
-        assert_eq!(write_under_lock(None, &[]), Proceed);
+        assert_eq!(write_under_locks(&[], &[]), Proceed);
         assert_eq!(
-            write_under_lock(None, std::slice::from_ref(&token)),
+            write_under_locks(&[], std::slice::from_ref(&token)),
             NotTheLiveLock
         );
-        assert_eq!(write_under_lock(Some(&live), &[]), Locked);
+        assert_eq!(write_under_locks(&[live], &[]), Locked);
         assert_eq!(
-            write_under_lock(Some(&live), &[other.clone(), token]),
+            write_under_locks(&[live], &[other.clone(), token.clone()]),
             Proceed
         );
-        assert_eq!(write_under_lock(Some(&live), &[other]), NotTheLiveLock);
+        assert_eq!(
+            write_under_locks(&[live], std::slice::from_ref(&other)),
+            NotTheLiveLock
+        );
+        // Two shared locks: either holder may write.
+        assert_eq!(write_under_locks(&[other.hash(), live], &[token]), Proceed);
+    }
+
+    fn held(path: &str, token: &LockToken, shared: bool, deep: bool) -> HeldLock {
+        HeldLock {
+            path: path.into(),
+            token_hash: token.hash(),
+            shared,
+            deep,
+        }
+    }
+
+    #[test]
+    fn folder_locks_cover_what_lies_under_them_at_depth_infinity_only() {
+        let t = LockToken::from_uuid("t");
+        let deep = held("/pub/a/", &t, false, true);
+        assert!(deep.covers("/pub/a/"));
+        assert!(deep.covers("/pub/a/b.txt"));
+        assert!(deep.covers("/pub/a/b/c.txt"));
+        assert!(!deep.covers("/pub/a"));
+        assert!(!deep.covers("/pub/ab.txt"));
+        let shallow = held("/pub/a/", &t, false, false);
+        assert!(shallow.covers("/pub/a/"));
+        assert!(!shallow.covers("/pub/a/b.txt"));
+        assert_eq!(parent_dir("/pub/a/b.txt"), Some("/pub/a/"));
+        assert_eq!(parent_dir("/pub/a/"), Some("/pub/"));
+        assert_eq!(parent_dir("/"), None);
+        // A depth-0 folder lock guards the folder's members list: new files, deletes.
+        let held_locks = [shallow];
+        assert_eq!(guarding(&held_locks, "/pub/a/new.txt", true).len(), 1);
+        assert!(guarding(&held_locks, "/pub/a/new.txt", false).is_empty());
+        assert!(guarding(&held_locks, "/pub/a/b/new.txt", true).is_empty());
+    }
+
+    #[test]
+    fn shared_locks_coexist_and_exclusive_ones_conflict_with_any_other() {
+        let t = LockToken::from_uuid("t");
+        let shared = held("/pub/f.txt", &t, true, false);
+        assert!(!shared.conflicts_with("/pub/f.txt", true, false));
+        assert!(shared.conflicts_with("/pub/f.txt", false, false));
+        let exclusive = held("/pub/f.txt", &t, false, false);
+        assert!(exclusive.conflicts_with("/pub/f.txt", true, false));
+        assert!(!exclusive.conflicts_with("/pub/g.txt", false, false));
+        // A deep folder lock conflicts with a lock below it, and the other way round.
+        let folder = held("/pub/d/", &t, false, true);
+        assert!(folder.conflicts_with("/pub/d/x/y.txt", false, false));
+        let below = held("/pub/d/x/y.txt", &t, false, false);
+        assert!(below.conflicts_with("/pub/d/", false, true));
+        assert!(!below.conflicts_with("/pub/d/", false, false));
+        assert!(!held("/pub/d/", &t, true, true).conflicts_with("/pub/d/x", true, false));
+    }
+
+    #[test]
+    fn a_tree_change_needs_a_token_for_every_lock_root_in_it() {
+        let (a, b, c) = (
+            LockToken::from_uuid("a"),
+            LockToken::from_uuid("b"),
+            LockToken::from_uuid("c"),
+        );
+        let locks = [
+            held("/pub/d/x.txt", &a, false, false),
+            held("/pub/d/s/", &b, true, true),
+            held("/pub/d/s/", &c, true, true),
+        ];
+        assert!(tree_unlocked(&locks, "/pub/other/", &[]));
+        assert!(!tree_unlocked(&locks, "/pub/d/", &[]));
+        assert!(!tree_unlocked(&locks, "/pub/d/", std::slice::from_ref(&a)));
+        assert!(tree_unlocked(&locks, "/pub/d/", &[a.clone(), c.clone()]));
+        // A deep lock above the root guards it too.
+        let above = [held("/pub/", &a, false, true)];
+        assert!(!tree_unlocked(&above, "/pub/d/", &[]));
+        assert!(tree_unlocked(&above, "/pub/d/", &[a]));
     }
 
     #[test]

@@ -45,34 +45,6 @@ impl Store {
         Ok(made || self.dir_exists(owner, dir).await?)
     }
 
-    /// The token hashes of the live locks at or under `dir` (ending with `/`), and of
-    /// a file at `dir` without its slash.
-    pub async fn live_locks_under(
-        &self,
-        owner: &PublicKey,
-        dir: &str,
-        now_us: u64,
-    ) -> Result<Vec<[u8; 32]>> {
-        let hashes: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT token_hash FROM entry_locks WHERE owner = $1 AND expires_us > $5
-             AND ((path >= $2 AND path < $3) OR path = $4)",
-        )
-        .bind(owner.to_z32())
-        .bind(dir)
-        .bind(dir_end(dir))
-        .bind(dir.trim_end_matches('/'))
-        .bind(crate::micros_to_i64(now_us))
-        .fetch_all(&self.pool)
-        .await?;
-        hashes
-            .into_iter()
-            .map(|hash| {
-                <[u8; 32]>::try_from(hash.as_slice())
-                    .map_err(|_| crate::StoreError::Corrupt("entry_locks.token_hash".into()))
-            })
-            .collect()
-    }
-
     /// The dead properties (`PROPPATCH`) of `paths`: (path, namespace, name, element).
     pub async fn dav_props(
         &self,

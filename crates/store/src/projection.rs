@@ -355,19 +355,27 @@ async fn apply(
             path,
             token_hash,
             expires_us,
+            shared,
+            deep,
+            lock_owner,
         } => {
-            // The writer took it only where no lock was live at its version, so it
-            // replaces whatever row is there; the user's other expired rows go now
-            // (judged by the event's time, so a replay removes the same rows).
+            // The writer took it only where no lock conflicting with it was live at its
+            // version; the user's expired rows go now (judged by the event's time, so a
+            // replay removes the same rows).
             sqlx::query(
                 "WITH swept AS (
-                    DELETE FROM entry_locks WHERE owner = $1 AND path <> $2 AND expires_us <= $5
+                    DELETE FROM entry_locks WHERE owner = $1 AND expires_us <= $5
+                        AND NOT (path = $2 AND token_hash = $3)
                  ),
                  upsert AS (
-                    INSERT INTO entry_locks (owner, path, token_hash, expires_us, seq)
-                    SELECT $1, $2, $3, $4, $6 WHERE EXISTS (SELECT 1 FROM users WHERE pubkey = $1)
-                    ON CONFLICT (owner, path) DO UPDATE SET token_hash = excluded.token_hash,
-                        expires_us = excluded.expires_us, seq = excluded.seq
+                    INSERT INTO entry_locks
+                        (owner, path, token_hash, expires_us, seq, shared, deep, lock_owner)
+                    SELECT $1, $2, $3, $4, $6, $7, $8, $9
+                    WHERE EXISTS (SELECT 1 FROM users WHERE pubkey = $1)
+                    ON CONFLICT (owner, path, token_hash) DO UPDATE SET
+                        expires_us = excluded.expires_us, seq = excluded.seq,
+                        shared = excluded.shared, deep = excluded.deep,
+                        lock_owner = excluded.lock_owner
                  )
                  UPDATE users SET file_seq = $6 WHERE pubkey = $1",
             )
@@ -377,6 +385,9 @@ async fn apply(
             .bind(micros_to_i64(*expires_us))
             .bind(ts)
             .bind(seq)
+            .bind(shared)
+            .bind(deep)
+            .bind(lock_owner)
             .execute(&mut **tx)
             .await?;
             return Ok(());

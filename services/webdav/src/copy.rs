@@ -4,7 +4,7 @@
 //! Everything is decided against the user's projected state at the sequence the event
 //! is appended after (`write::append_folder_event`): the source and destination as
 //! they are, the locks on both (a `MOVE` changes its source, so the source's locks
-//! count; the destination's always do), the write-path limits and the quota. Files
+//! count; the destination's always do, including a folder lock above it), the write-path limits and the quota. Files
 //! are content-addressed, so a copy stores no bytes: the new entries name the same
 //! blobs.
 
@@ -78,16 +78,15 @@ pub async fn copy_or_move(
     let from_path = entry_path(&from)?;
     let presented = crate::lock::presented(headers)?;
     let dest_dir = format!("{to_file}/");
-    let from_dir = format!("{from_file}/");
     let (visible, existed) = append_folder_event(state, &source.owner, |user| {
         let (from, to, presented) = (&from, &to, &presented);
-        let (to_path, from_path, dest_dir, from_dir) = (&to_path, &from_path, &dest_dir, &from_dir);
+        let (to_path, from_path, dest_dir) = (&to_path, &from_path, &dest_dir);
         let dest = &dest;
         async move {
             write_api::check_allowed_path(&user, to_path)?;
             if moved {
                 write_api::check_allowed_path(&user, from_path)?;
-                crate::lock::check_tree(state, &source.owner, from_dir, presented).await?;
+                crate::lock::check_tree(state, &source.owner, from, presented).await?;
             }
             // The source as the event will find it.
             let still = match resource::resolve(state, source).await? {
@@ -105,9 +104,9 @@ pub async fn copy_or_move(
                     "The destination exists and Overwrite is F",
                 ));
             }
-            if exists {
-                crate::lock::check_tree(state, &source.owner, dest_dir, presented).await?;
-            }
+            // What the destination replaces, and the folder it lands in, may be locked
+            // whether or not something is there yet.
+            crate::lock::check_tree(state, &source.owner, to, presented).await?;
             if let Some(limit) = write_api::quota_bytes(state, &user) {
                 let adds = match shallow {
                     true => 0,

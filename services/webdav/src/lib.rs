@@ -155,27 +155,17 @@ async fn dispatch(
         "DELETE" => write::delete(state, &session, &target, &parts.headers).await,
         "MKCOL" => {
             let body = read_body(body, propfind::MAX_BODY_BYTES).await?;
-            write::mkcol(state, &session, &target, &body).await
+            write::mkcol(state, &session, &target, &parts.headers, &body).await
         }
         "COPY" => copy::copy_or_move(state, &session, &target, &parts.headers, false).await,
         "MOVE" => copy::copy_or_move(state, &session, &target, &parts.headers, true).await,
         "LOCK" => {
             authorize(&session, &target, Access::Write)?;
-            let storage = lock::file_target(state, &target).await?;
-            write_api::lock_target(
-                state,
-                &session,
-                &storage,
-                parts.uri.path(),
-                &parts.headers,
-                body,
-            )
-            .await
+            lock::lock(state, &target, &parts.headers, body).await
         }
         "UNLOCK" => {
             authorize(&session, &target, Access::Write)?;
-            let storage = lock::file_target(state, &target).await?;
-            write_api::unlock_target(state, &session, &storage, &parts.headers).await
+            lock::unlock(state, &target, &parts.headers).await
         }
         _ => Ok(method_not_allowed()),
     }
@@ -191,7 +181,8 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::By
 pub(crate) fn options() -> Response {
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
-    // Class 2: LOCK and UNLOCK (exclusive write locks on files, the storage locks).
+    // Class 2: LOCK and UNLOCK (exclusive and shared write locks, on files and on
+    // collections of depth 0 or infinity).
     headers.insert("dav", HeaderValue::from_static("1, 2"));
     headers.insert("ms-author-via", HeaderValue::from_static("DAV"));
     headers.insert(header::ALLOW, HeaderValue::from_static(METHODS));

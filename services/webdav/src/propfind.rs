@@ -47,7 +47,12 @@ const LIVE: &[&str] = &[
     "getlastmodified",
     "creationdate",
     "supportedlock",
+    "lockdiscovery",
 ];
+
+/// `DAV:supportedlock` of every resource: exclusive and shared write locks.
+const SUPPORTED_LOCKS: &str = "<D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry>\
+<D:lockentry><D:lockscope><D:shared/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry>";
 
 pub async fn propfind(
     state: &AppState,
@@ -79,7 +84,14 @@ pub async fn propfind(
     }));
     let paths: Vec<String> = items.iter().map(|item| item.path().to_string()).collect();
     let dead = state.store.dav_props(&target.owner, &paths).await?;
+    // The locks of the resource and of its children: rooted above, at or under it.
+    let now = api::now_micros();
+    let locks = state
+        .store
+        .locks_around(&target.owner, items[0].path(), now)
+        .await?;
     for item in &items {
+        let discovery = crate::lock::discovery(&target.owner, &locks, item.path(), now);
         let mine: Vec<(PropName, &str)> = dead
             .iter()
             .filter(|(path, ..)| path == item.path())
@@ -91,7 +103,7 @@ pub async fn propfind(
                 (name, xml.as_str())
             })
             .collect();
-        out.push_str(&response(target, item, &asked, &mine));
+        out.push_str(&response(target, item, &discovery, &asked, &mine));
     }
     out.push_str("</D:multistatus>");
     Ok(multistatus(out))
@@ -131,8 +143,9 @@ impl Item<'_> {
         }
     }
 
-    /// The value of live property `name`, if the resource has it.
-    fn live(&self, name: &str) -> Option<String> {
+    /// The value of live property `name`, if the resource has it; `discovery` is its
+    /// `lockdiscovery` (`lock::discovery`).
+    fn live(&self, name: &str, discovery: &str) -> Option<String> {
         let path = self.path();
         match (name, self) {
             ("resourcetype", Item::Collection(_)) => Some("<D:collection/>".into()),
@@ -154,19 +167,19 @@ impl Item<'_> {
                 .ok()
                 .and_then(chrono::DateTime::from_timestamp_micros)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            ("supportedlock", Item::File(_)) => Some(
-                "<D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry>".into(),
-            ),
+            ("supportedlock", _) => Some(SUPPORTED_LOCKS.into()),
+            ("lockdiscovery", _) => Some(discovery.into()),
             _ => None,
         }
     }
 }
 
 /// One `<D:response>`: the found properties under 200, the others under 404. `dead`
-/// are the item's dead properties, each with its element.
-pub fn response(
+/// are the item's dead properties, each with its element; `discovery` its locks.
+fn response(
     target: &DavTarget,
     item: &Item<'_>,
+    discovery: &str,
     asked: &PropFind,
     dead: &[(PropName, &str)],
 ) -> String {
@@ -175,7 +188,7 @@ pub fn response(
     match asked {
         PropFind::AllProp => {
             for name in LIVE {
-                if let Some(value) = item.live(name) {
+                if let Some(value) = item.live(name, discovery) {
                     found.push_str(&PropName::dav(name).element(&value));
                 }
             }
@@ -185,7 +198,7 @@ pub fn response(
         }
         PropFind::PropName => {
             for name in LIVE {
-                if item.live(name).is_some() {
+                if item.live(name, discovery).is_some() {
                     found.push_str(&PropName::dav(name).element(""));
                 }
             }
@@ -195,7 +208,9 @@ pub fn response(
         }
         PropFind::Prop(names) => {
             for name in names {
-                let value = (name.ns == DAV_NS).then(|| item.live(&name.name)).flatten();
+                let value = (name.ns == DAV_NS)
+                    .then(|| item.live(&name.name, discovery))
+                    .flatten();
                 let stored = dead.iter().find(|(dead, _)| dead == name);
                 match (value, stored) {
                     (Some(value), _) => found.push_str(&name.element(&value)),

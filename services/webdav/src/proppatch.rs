@@ -8,11 +8,10 @@ use crate::propfind::multistatus;
 use crate::resource::{self, Resource};
 use crate::write::append_folder_event;
 use crate::xml::{self, DAV_NS, PropChange, escape};
-use api::{ApiError, AppState, Session, now_micros};
-use axum::http::{HeaderMap, StatusCode};
+use api::{ApiError, AppState, Session};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use domain::event::{self, Change};
-use domain::lock::{WriteUnderLock, write_under_lock};
 
 pub async fn proppatch(
     state: &AppState,
@@ -59,22 +58,7 @@ pub async fn proppatch(
     if !props.is_empty() {
         let (path, presented, props) = (&path, &presented, &props);
         append_folder_event(state, &target.owner, |_| async move {
-            let live = state
-                .store
-                .live_lock(&target.owner, path, now_micros())
-                .await?;
-            match write_under_lock(live.as_ref(), presented) {
-                WriteUnderLock::Proceed => {}
-                WriteUnderLock::Locked => {
-                    return Err(ApiError::new(StatusCode::LOCKED, domain::lock::LOCKED));
-                }
-                WriteUnderLock::NotTheLiveLock => {
-                    return Err(ApiError::new(
-                        StatusCode::PRECONDITION_FAILED,
-                        domain::lock::IF_NOT_LIVE,
-                    ));
-                }
-            }
+            crate::lock::check_path(state, &target.owner, path, presented).await?;
             let change = Change::PropsPatched {
                 path: path.clone(),
                 props: props.clone(),

@@ -120,6 +120,7 @@ pub async fn mkcol(
     state: &AppState,
     session: &Session,
     target: &DavTarget,
+    headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let dir = target.dir_form();
@@ -144,14 +145,16 @@ pub async fn mkcol(
         return Err(exists());
     }
     require_parent(state, &dir_target).await?;
+    let presented = crate::lock::presented(headers)?;
     append_folder_event(state, &target.owner, |user| {
-        let dir_target = &dir_target;
-        let dir = &dir;
+        let (dir_target, dir, presented) = (&dir_target, &dir, &presented);
         async move {
             write_api::check_allowed_path(&user, &dir_target.path)?;
             if resource::resolve(state, dir_target).await?.exists() {
                 return Err(exists());
             }
+            // A folder added to a locked folder needs its lock's token.
+            crate::lock::check_tree(state, &target.owner, dir, presented).await?;
             Ok((Change::DirCreated { path: dir.clone() }, ()))
         }
     })

@@ -242,24 +242,8 @@ pub fn propertyupdate(body: &[u8]) -> Result<Vec<PropChange>, ApiError> {
                     ns,
                     name: start.local_name().as_ref().to_string(),
                 };
-                let mut declarations = String::new();
-                for (prefix, namespace) in reader.resolver().bindings() {
-                    match prefix {
-                        quick_xml::name::PrefixDeclaration::Named(p)
-                            if p != "xml" && p != "xmlns" && p != "R" =>
-                        {
-                            declarations
-                                .push_str(&format!(" xmlns:{p}=\"{}\"", escape(namespace.0)));
-                        }
-                        _ => {}
-                    }
-                }
-                let inner = if empty {
-                    String::new()
-                } else {
-                    let span = reader.read_to_end(start.name()).map_err(|_| bad())?;
-                    text[span.start as usize..span.end as usize].to_string()
-                };
+                let declarations = declarations_in_scope(&reader, "R", false);
+                let inner = content(&mut reader, text, &start, empty)?;
                 let xml = setting.then(|| name.element_with(&declarations, &inner));
                 out.push(PropChange { name, xml });
             }
@@ -275,6 +259,105 @@ pub fn propertyupdate(body: &[u8]) -> Result<Vec<PropChange>, ApiError> {
         }
     }
     Ok(out)
+}
+
+/// The namespace declarations in scope at the reader's position, as attributes
+/// (` xmlns:p="…"`) for an element copied out of its document, so that it means the
+/// same on its own: every prefix but `own` (the one the copy's name uses), and with
+/// `default` the default namespace too (for a copy whose name declares none).
+fn declarations_in_scope(reader: &NsReader<&[u8]>, own: &str, default: bool) -> String {
+    let mut declarations = String::new();
+    for (prefix, namespace) in reader.resolver().bindings() {
+        let namespace = escape(namespace.0);
+        match prefix {
+            quick_xml::name::PrefixDeclaration::Named(p)
+                if p != "xml" && p != "xmlns" && p != own =>
+            {
+                declarations.push_str(&format!(" xmlns:{p}=\"{namespace}\""));
+            }
+            quick_xml::name::PrefixDeclaration::Default if default => {
+                declarations.push_str(&format!(" xmlns=\"{namespace}\""));
+            }
+            _ => {}
+        }
+    }
+    declarations
+}
+
+/// The content of the element `start` just read, as written (empty for `<x/>`).
+fn content(
+    reader: &mut NsReader<&[u8]>,
+    text: &str,
+    start: &quick_xml::events::BytesStart<'_>,
+    empty: bool,
+) -> Result<String, ApiError> {
+    if empty {
+        return Ok(String::new());
+    }
+    let span = reader
+        .read_to_end(start.name())
+        .map_err(|_| ApiError::bad_request(NOT_XML))?;
+    Ok(text[span.start as usize..span.end as usize].to_string())
+}
+
+/// What a `LOCK` body (`DAV:lockinfo`) asks for: a shared or an exclusive write lock,
+/// and the `DAV:owner` element to show in lock discovery, self-contained (the
+/// namespaces in scope declared on it). An empty body asks for an exclusive lock.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LockInfo {
+    pub shared: bool,
+    pub owner: Option<String>,
+}
+
+pub const BAD_LOCKINFO: &str =
+    "The LOCK body must be a DAV:lockinfo asking for an exclusive or a shared write lock";
+
+pub fn lockinfo(body: &[u8]) -> Result<LockInfo, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(LockInfo::default());
+    }
+    let root = parse(body)?;
+    let scope = root.child(DAV_NS, "lockscope");
+    let shared = scope.is_some_and(|s| s.child(DAV_NS, "shared").is_some());
+    let exclusive = scope.is_some_and(|s| s.child(DAV_NS, "exclusive").is_some());
+    let write = root
+        .child(DAV_NS, "locktype")
+        .is_some_and(|t| t.child(DAV_NS, "write").is_some());
+    if !root.is(DAV_NS, "lockinfo") || shared == exclusive || !write {
+        return Err(ApiError::bad_request(BAD_LOCKINFO));
+    }
+    // Well-formed and of the right shape; a second pass keeps the owner as written.
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request(NOT_XML))?;
+    let mut reader = NsReader::from_str(text);
+    let mut depth = 0;
+    loop {
+        let (resolved, event) = reader
+            .read_resolved_event()
+            .map_err(|_| ApiError::bad_request(NOT_XML))?;
+        let in_dav = matches!(resolved, ResolveResult::Bound(ns) if ns.0 == DAV_NS);
+        let empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(start) | Event::Empty(start)
+                if depth == 1 && in_dav && start.local_name().as_ref() == "owner" =>
+            {
+                let declarations = declarations_in_scope(&reader, "D", true);
+                let inner = content(&mut reader, text, &start, empty)?;
+                let owner = PropName::dav("owner").element_with(&declarations, &inner);
+                return Ok(LockInfo {
+                    shared,
+                    owner: Some(owner),
+                });
+            }
+            Event::Start(_) => depth += 1,
+            Event::End(_) => depth -= 1,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(LockInfo {
+        shared,
+        owner: None,
+    })
 }
 
 /// Text and attribute values escaped for XML.
@@ -334,6 +417,40 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn lockinfo_bodies() {
+        assert_eq!(lockinfo(b"").unwrap(), LockInfo::default());
+        let litmus = br#"<?xml version="1.0" encoding="utf-8"?>
+<lockinfo xmlns='DAV:'><lockscope><shared/></lockscope><locktype><write/></locktype><owner>litmus test suite</owner></lockinfo>"#;
+        assert_eq!(
+            lockinfo(litmus).unwrap(),
+            LockInfo {
+                shared: true,
+                owner: Some(r#"<D:owner xmlns="DAV:">litmus test suite</D:owner>"#.into()),
+            }
+        );
+        let prefixed = br#"<a:lockinfo xmlns:a="DAV:" xmlns:x="urn:x"><a:lockscope><a:exclusive/></a:lockscope><a:locktype><a:write/></a:locktype><a:owner><a:href>mailto:me@example.org</a:href><x:n>Me</x:n></a:owner></a:lockinfo>"#;
+        assert_eq!(
+            lockinfo(prefixed).unwrap(),
+            LockInfo {
+                shared: false,
+                owner: Some(
+                    r#"<D:owner xmlns:a="DAV:" xmlns:x="urn:x"><a:href>mailto:me@example.org</a:href><x:n>Me</x:n></D:owner>"#
+                        .into()
+                ),
+            }
+        );
+        for bad in [
+            &b"<lockinfo xmlns='DAV:'><locktype><write/></locktype></lockinfo>"[..],
+            b"<lockinfo xmlns='DAV:'><lockscope><exclusive/><shared/></lockscope><locktype><write/></locktype></lockinfo>",
+            b"<lockinfo xmlns='DAV:'><lockscope><exclusive/></lockscope><locktype><read/></locktype></lockinfo>",
+            b"<lockinfo xmlns='urn:x'><lockscope><exclusive/></lockscope><locktype><write/></locktype></lockinfo>",
+        ] {
+            assert!(lockinfo(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(lockinfo(b"not xml").is_err());
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! decides again. No lock is held in memory anywhere, and nothing needs a clock shared
 //! beyond the lock's end time, which each event carries.
 //!
-//! The wire rules (texts, statuses, timeouts, token syntax) are in `domain::lock`.
+//! The wire rules (texts, statuses, timeouts, token syntax, which locks conflict and
+//! which guard a write) are in `domain::lock`. `/storage/` takes exclusive locks of
+//! depth 0 on files, as the reference; WebDAV takes shared and folder locks through
+//! [`acquire`], [`refresh`] and [`release`], and every write here honours them all.
 
 use crate::storage::existing_user;
 use api::tenant::{self, Addressing, StorageTarget};
@@ -24,6 +27,7 @@ use domain::event::{Change, Digest};
 use domain::lock::{self, LockToken, WriteUnderLock};
 use domain::{Event, PublicKey};
 use log::Expected;
+use store::locks::LockRow;
 use store::users::UserRow;
 
 /// Methods served on `/storage/<user>/<path>`, for the `Allow` header of a 405.
@@ -96,6 +100,8 @@ fn if_tokens(headers: &HeaderMap) -> Vec<LockToken> {
     )
 }
 
+/// `LOCK` on `/storage/`: an exclusive lock of depth 0 on a file, or the refresh of
+/// the lock rooted at the path when the `If` header names one.
 async fn lock(
     state: &AppState,
     session: MaybeSession,
@@ -103,41 +109,43 @@ async fn lock(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (target, session, _) = checked_target(state, session, uri).await?;
-    lock_target(state, &session, &target, uri.path(), headers, body).await
-}
-
-/// `LOCK` of `target` by `session`, whatever route named it (`/storage/`, WebDAV);
-/// `lockroot` is the URL path the answer names as the lock's root.
-pub async fn lock_target(
-    state: &AppState,
-    session: &Session,
-    target: &StorageTarget,
-    lockroot: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let user = checked(state, session, target).await?;
-    let target = target.clone();
+    let (target, _, user) = checked_target(state, session, uri).await?;
     if user.disabled {
         return Err(ApiError::forbidden("User is disabled"));
     }
+    let (lockroot, path) = (uri.path(), target.path.as_str());
     let lifetime = lock::timeout_secs(headers.get("timeout").and_then(|value| value.to_str().ok()));
     let presented = if_tokens(headers);
     if !presented.is_empty() {
         // A refresh; its body, if any, is not read.
-        let token = refresh(state, &target, &presented, lifetime).await?;
+        let (_, token) = refresh(state, &target.owner, path, &presented, lifetime, false).await?;
         return Ok(lock_response(&token, lifetime, lockroot, false));
     }
     let body = axum::body::to_bytes(body, lock::MAX_LOCKINFO_BYTES)
         .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, lock::LOCKINFO_TOO_LARGE))?;
+        .map_err(|_| lockinfo_too_large())?;
     if !lock::lockinfo_supported(&body) {
         return Err(ApiError::bad_request(lock::ONLY_EXCLUSIVE_WRITE));
     }
-    let token = LockToken::from_uuid(&uuid::Uuid::new_v4().to_string());
-    acquire(state, &target, &token, lifetime).await?;
+    let token = new_token();
+    let exclusive = NewLock {
+        path,
+        shared: false,
+        deep: false,
+        lock_owner: None,
+    };
+    acquire(state, &target.owner, &exclusive, &token, lifetime).await?;
     Ok(lock_response(&token, lifetime, lockroot, true))
+}
+
+/// A fresh lock token (a random UUID).
+pub fn new_token() -> LockToken {
+    LockToken::from_uuid(&uuid::Uuid::new_v4().to_string())
+}
+
+/// The 413 of a `lockinfo` body over [`lock::MAX_LOCKINFO_BYTES`].
+pub fn lockinfo_too_large() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, lock::LOCKINFO_TOO_LARGE)
 }
 
 fn lock_response(token: &LockToken, lifetime: u64, lockroot: &str, created: bool) -> Response {
@@ -161,87 +169,95 @@ fn expiry(now_us: u64, lifetime_secs: u64) -> u64 {
     now_us.saturating_add(lifetime_secs.saturating_mul(1_000_000))
 }
 
-/// Appends `lock_acquired` if the path has no live lock at the user's current version.
-async fn acquire(
+/// A lock to take: its root (a file, or a folder ending with `/`), scope and depth,
+/// and the `DAV:owner` element discovery shows.
+#[derive(Debug, Clone)]
+pub struct NewLock<'a> {
+    pub path: &'a str,
+    pub shared: bool,
+    pub deep: bool,
+    pub lock_owner: Option<String>,
+}
+
+/// Appends `lock_acquired` if no live lock conflicting with `lock` is held at the
+/// user's current version (423 otherwise).
+pub async fn acquire(
     state: &AppState,
-    target: &StorageTarget,
+    owner: &PublicKey,
+    lock: &NewLock<'_>,
     token: &LockToken,
     lifetime: u64,
 ) -> Result<(), ApiError> {
-    let path = target.path.as_str();
-    append_lock_change(state, target, move |now| async move {
-        if state
-            .store
-            .live_lock(&target.owner, path, now)
-            .await?
-            .is_some()
+    append_lock_change(state, owner, move |now| async move {
+        let held = state.store.live_locks_around(owner, lock.path, now).await?;
+        if held
+            .iter()
+            .any(|other| other.conflicts_with(lock.path, lock.shared, lock.deep))
         {
             return Err(locked());
         }
         let change = Change::LockAcquired {
-            path: path.to_string(),
+            path: lock.path.to_string(),
             token_hash: Digest(token.hash()),
             expires_us: expiry(now, lifetime),
+            shared: lock.shared,
+            deep: lock.deep,
+            lock_owner: lock.lock_owner.clone(),
         };
         Ok((change, ()))
     })
     .await
 }
 
-/// Appends `lock_refreshed` for the live lock whose token is among `presented`; returns
-/// that token.
-async fn refresh(
+/// Appends `lock_refreshed` for the live lock whose token is among `presented` and
+/// which is rooted at `path` or, with `covering` (WebDAV), applies to it (RFC 4918
+/// §9.10.2: a lock is refreshed through any resource it covers); 412 when there is
+/// none. Returns the lock and its token.
+pub async fn refresh(
     state: &AppState,
-    target: &StorageTarget,
+    owner: &PublicKey,
+    path: &str,
     presented: &[LockToken],
     lifetime: u64,
-) -> Result<LockToken, ApiError> {
-    let path = target.path.as_str();
-    append_lock_change(state, target, move |now| async move {
-        let live = state.store.live_lock(&target.owner, path, now).await?;
-        let Some(token) = live.and_then(|hash| presented.iter().find(|t| t.hash() == hash)) else {
+    covering: bool,
+) -> Result<(LockRow, LockToken), ApiError> {
+    append_lock_change(state, owner, move |now| async move {
+        let rows = state.store.locks_around(owner, path, now).await?;
+        let found = rows.into_iter().find_map(|row| {
+            let applies = match covering {
+                true => row.lock.covers(path),
+                false => row.lock.path == path,
+            };
+            if !applies {
+                return None;
+            }
+            let token = presented.iter().find(|t| t.hash() == row.lock.token_hash)?;
+            Some((row, token.clone()))
+        });
+        let Some((mut row, token)) = found else {
             return Err(not_the_live_lock());
         };
+        row.expires_us = expiry(now, lifetime);
         let change = Change::LockRefreshed {
-            path: path.to_string(),
+            path: row.lock.path.clone(),
             token_hash: Digest(token.hash()),
-            expires_us: expiry(now, lifetime),
+            expires_us: row.expires_us,
         };
-        Ok((change, token.clone()))
+        Ok((change, (row, token)))
     })
     .await
 }
 
-/// `UNLOCK`: ends the path's lock with the `Lock-Token` given, expired or not. A
-/// disabled owner may still unlock.
-async fn unlock(
+/// Appends `lock_released` for the lock rooted at `path` with `token`, expired or not;
+/// 409 [`lock::NO_SUCH_LOCK`] when there is none.
+pub async fn release(
     state: &AppState,
-    session: MaybeSession,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let (target, session, _) = checked_target(state, session, uri).await?;
-    unlock_target(state, &session, &target, headers).await
-}
-
-/// `UNLOCK` of `target` by `session`, whatever route named it (`/storage/`, WebDAV).
-pub async fn unlock_target(
-    state: &AppState,
-    session: &Session,
-    target: &StorageTarget,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    checked(state, session, target).await?;
-    let token = lock::lock_token_header(
-        headers
-            .get("lock-token")
-            .and_then(|value| value.to_str().ok()),
-    )
-    .ok_or_else(|| ApiError::bad_request(lock::BAD_LOCK_TOKEN))?;
-    let (target, path, token) = (&target, target.path.as_str(), &token);
-    append_lock_change(state, target, move |_| async move {
-        let row = state.store.lock_row(&target.owner, path).await?;
-        if row.is_none_or(|row| row.token_hash != token.hash()) {
+    owner: &PublicKey,
+    path: &str,
+    token: &LockToken,
+) -> Result<(), ApiError> {
+    append_lock_change(state, owner, move |_| async move {
+        if !state.store.lock_exists(owner, path, &token.hash()).await? {
             return Err(ApiError::new(StatusCode::CONFLICT, lock::NO_SUCH_LOCK));
         }
         let change = Change::LockReleased {
@@ -250,34 +266,56 @@ pub async fn unlock_target(
         };
         Ok((change, ()))
     })
-    .await?;
+    .await
+}
+
+/// `UNLOCK` on `/storage/`: ends the path's lock with the `Lock-Token` given, expired
+/// or not. A disabled owner may still unlock.
+async fn unlock(
+    state: &AppState,
+    session: MaybeSession,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (target, ..) = checked_target(state, session, uri).await?;
+    let token = lock::lock_token_header(
+        headers
+            .get("lock-token")
+            .and_then(|value| value.to_str().ok()),
+    )
+    .ok_or_else(|| ApiError::bad_request(lock::BAD_LOCK_TOKEN))?;
+    release(state, &target.owner, target.path.as_str(), &token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Whether a `PUT`/`DELETE` of `target` may go ahead under the path's lock, given the
-/// tokens of its `If` headers: 423 when the path is locked and no token was given,
-/// 412 when the tokens do not name the live lock. Called before the body is read and
-/// again after each read of the user's row, so the decision holds for the version the
-/// write's event is appended after.
-pub(crate) async fn check_write(
+/// Whether a `DELETE` of `target` may go ahead under the locks guarding it, given the
+/// tokens of its `If` headers: 423 when it is locked and no token was given, 412 when
+/// the tokens name none of the guarding locks. Called after each read of the user's
+/// row, so the decision holds for the version the write's event is appended after.
+pub(crate) async fn check_delete(
     state: &AppState,
     target: &StorageTarget,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let live = state
+    let path = target.path.as_str();
+    let held = state
         .store
-        .live_lock(&target.owner, target.path.as_str(), now_micros())
+        .live_locks_around(&target.owner, path, now_micros())
         .await?;
-    check_write_against(live.as_ref(), headers)
+    let guards: Vec<[u8; 32]> = lock::guarding(&held, path, true)
+        .into_iter()
+        .map(|lock| lock.token_hash)
+        .collect();
+    check_write_against(&guards, headers)
 }
 
-/// [`check_write`] against the live lock's token hash already read (with the other
-/// checks of a write, `store::write_checks`).
+/// Whether a write may go ahead under the locks whose token hashes are `guards`
+/// (read with the other checks of a write, `store::write_checks`).
 pub(crate) fn check_write_against(
-    live: Option<&[u8; 32]>,
+    guards: &[[u8; 32]],
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    match lock::write_under_lock(live, &if_tokens(headers)) {
+    match lock::write_under_locks(guards, &if_tokens(headers)) {
         WriteUnderLock::Proceed => Ok(()),
         WriteUnderLock::Locked => Err(locked()),
         WriteUnderLock::NotTheLiveLock => Err(not_the_live_lock()),
@@ -289,22 +327,22 @@ pub(crate) fn check_write_against(
 /// what `decide` returned beside the change. `decide` gets the event's time.
 async fn append_lock_change<T, Decided>(
     state: &AppState,
-    target: &StorageTarget,
+    owner: &PublicKey,
     decide: impl Fn(u64) -> Decided,
 ) -> Result<T, ApiError>
 where
     Decided: std::future::Future<Output = Result<(Change, T), ApiError>>,
 {
-    let _queue = state.lock_user(&target.owner).await;
+    let _queue = state.lock_user(owner).await;
     let request_id = uuid::Uuid::now_v7().to_string();
     for _ in 0..MAX_ATTEMPTS {
-        let user = existing_user(state, &target.owner).await?;
+        let user = existing_user(state, owner).await?;
         crate::storage::check_not_moved(&user)?;
         let now = now_micros();
         let (change, out) = decide(now).await?;
-        let event = Event::new(target.owner.clone(), now, request_id.clone(), change);
+        let event = Event::new(owner.clone(), now, request_id.clone(), change);
         match state
-            .commit(&event, expected_after(state, &user, &target.owner))
+            .commit(&event, expected_after(state, &user, owner))
             .await
         {
             Ok(_) => return Ok(out),
@@ -323,10 +361,12 @@ fn expected_after(state: &AppState, user: &UserRow, owner: &PublicKey) -> Expect
     Expected::LastSeq(overlay.expected(user.file_seq))
 }
 
-fn locked() -> ApiError {
+/// 423 [`lock::LOCKED`].
+pub fn locked() -> ApiError {
     ApiError::new(StatusCode::LOCKED, lock::LOCKED)
 }
 
-fn not_the_live_lock() -> ApiError {
+/// 412 [`lock::IF_NOT_LIVE`].
+pub fn not_the_live_lock() -> ApiError {
     ApiError::new(StatusCode::PRECONDITION_FAILED, lock::IF_NOT_LIVE)
 }

@@ -214,12 +214,13 @@ async fn put(
     let mut user = checks.user;
     check_not_moved(&user)?;
     check_not_disabled(&user)?;
-    // Locks are decided before a byte of the body is read, and again below.
-    crate::lock::check_write_against(checks.live_lock.as_ref(), headers)?;
     // The same picture as the checks under the lock below: the projection plus this
     // process's unprojected writes of the user.
     let overlay = state.pending.overlay(&target.owner, user.file_seq);
     let previous = overlaid(&overlay, path, checks.entry);
+    // Locks are decided before a byte of the body is read, and again below; a new
+    // file also needs a lock of its folder's members.
+    crate::lock::check_write_against(&checks.locks.of_write(previous.is_none()), headers)?;
     check_preconditions(headers, previous.as_ref().map(|(hash, _)| hash))?;
     user.used_bytes += overlay.used_delta;
 
@@ -285,14 +286,14 @@ async fn put(
             }
             continue;
         }
-        crate::lock::check_write_against(checks.live_lock.as_ref(), headers)?;
+        let previous = overlaid(&overlay, path, checks.entry);
+        crate::lock::check_write_against(&checks.locks.of_write(previous.is_none()), headers)?;
         if checks.collides {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "File/folder path collision",
             ));
         }
-        let previous = overlaid(&overlay, path, checks.entry);
         check_preconditions(headers, previous.as_ref().map(|(hash, _)| hash))?;
         user.used_bytes += overlay.used_delta;
         let previous_size = previous.map(|(_, size)| size);
@@ -412,7 +413,7 @@ async fn delete(
         check_not_moved(&user)?;
         // The operator's delete is not held up by a user's lock.
         if write_paths == WritePaths::Enforce {
-            crate::lock::check_write(state, target, headers).await?;
+            crate::lock::check_delete(state, target, headers).await?;
         }
         let overlay = state.pending.overlay(&target.owner, user.file_seq);
         let (hash, size) = current_version(state, &target.owner, path, &overlay)

@@ -274,6 +274,23 @@ fn samples() -> Vec<Event> {
                 path: "/pub/example.app/doc.txt".into(),
                 token_hash: sha256("opaquelocktoken:0f8b3c2e-7d4a-4b1e-9c6a-2f5d8e1a3b7c"),
                 expires_us: 1_700_000_030_123_456,
+                shared: false,
+                deep: false,
+                lock_owner: None,
+            },
+        ),
+        (
+            user,
+            Change::LockAcquired {
+                path: "/pub/example.app/albums/".into(),
+                token_hash: sha256("opaquelocktoken:7c1d9e2a-3b4f-4a5e-8d6c-1e2f3a4b5c6d"),
+                expires_us: 1_700_000_030_123_456,
+                shared: true,
+                deep: true,
+                lock_owner: Some(
+                    r#"<D:owner xmlns:D="DAV:"><D:href>mailto:alice@example.org</D:href></D:owner>"#
+                        .into(),
+                ),
             },
         ),
         (
@@ -286,9 +303,24 @@ fn samples() -> Vec<Event> {
         ),
         (
             user,
+            Change::LockRefreshed {
+                path: "/pub/example.app/albums/".into(),
+                token_hash: sha256("opaquelocktoken:7c1d9e2a-3b4f-4a5e-8d6c-1e2f3a4b5c6d"),
+                expires_us: 1_700_000_600_123_456,
+            },
+        ),
+        (
+            user,
             Change::LockReleased {
                 path: "/pub/example.app/doc.txt".into(),
                 token_hash: sha256("opaquelocktoken:0f8b3c2e-7d4a-4b1e-9c6a-2f5d8e1a3b7c"),
+            },
+        ),
+        (
+            user,
+            Change::LockReleased {
+                path: "/pub/example.app/albums/".into(),
+                token_hash: sha256("opaquelocktoken:7c1d9e2a-3b4f-4a5e-8d6c-1e2f3a4b5c6d"),
             },
         ),
         (
@@ -638,6 +670,15 @@ fn tamper_digests(event: &mut serde_json::Map<String, Value>, f: fn(&str) -> Str
     changed
 }
 
+/// Whether the event's `path` has one shape only: a file, or (for folder events) a
+/// folder. `props_patched` and the lock events name either.
+fn names_files_only(e: &serde_json::Map<String, Value>) -> bool {
+    !matches!(
+        e.get("kind").and_then(Value::as_str),
+        Some("props_patched" | "lock_acquired" | "lock_refreshed" | "lock_released")
+    )
+}
+
 fn tampers() -> Vec<Tamper> {
     vec![
         Tamper {
@@ -738,9 +779,9 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             what: "directory-shaped path",
-            // props_patched names files and folders alike.
+            // props_patched and the lock events name files and folders alike.
             apply: |e| {
-                e.get("kind") != Some(&json!("props_patched"))
+                names_files_only(e)
                     && e.get("path")
                         .and_then(Value::as_str)
                         .is_some_and(|path| !path.ends_with('/'))
@@ -750,9 +791,10 @@ fn tampers() -> Vec<Tamper> {
         Tamper {
             what: "file-shaped folder path",
             apply: |e| {
-                e.get("path")
-                    .and_then(Value::as_str)
-                    .is_some_and(|path| path.ends_with('/'))
+                names_files_only(e)
+                    && e.get("path")
+                        .and_then(Value::as_str)
+                        .is_some_and(|path| path.ends_with('/'))
                     && replace(e, "path", json!("/pub/app/x.json"))
             },
         },
@@ -839,6 +881,14 @@ fn tampers() -> Vec<Tamper> {
             },
         },
         Tamper {
+            what: "shared is not a boolean",
+            apply: |e| e.contains_key("shared") && replace(e, "shared", json!("yes")),
+        },
+        Tamper {
+            what: "lock_owner is not a string",
+            apply: |e| e.contains_key("lock_owner") && replace(e, "lock_owner", json!(["x"])),
+        },
+        Tamper {
             what: "a negative size",
             apply: |e| replace(e, "size", json!(-1)),
         },
@@ -917,13 +967,8 @@ fn tampered_samples_are_rejected() {
                 "tree_deleted",
                 "props_patched",
             ]),
-            "directory-shaped path" => kinds(&[
-                "file_put",
-                "file_deleted",
-                "lock_acquired",
-                "lock_refreshed",
-                "lock_released",
-            ]),
+            "directory-shaped path" => kinds(&["file_put", "file_deleted"]),
+            "shared is not a boolean" | "lock_owner is not a string" => kinds(&["lock_acquired"]),
             "file-shaped folder path" => kinds(&["dir_created", "tree_deleted"]),
             "client_key not z32" | "a grant capability without actions" => {
                 kinds(&["grant_session_created"])

@@ -5,6 +5,10 @@
 use crate::common;
 use crate::dav::{dav, method, propfind, pub_root, send, status_of, text};
 
+// Shared and folder locks (`dav_ops::dav_locks::…`), in a file of their own.
+#[path = "dav_locks.rs"]
+mod dav_locks;
+
 use base64::Engine;
 use common::{TestServer, TestUser, start};
 use reqwest::{Method, StatusCode};
@@ -357,9 +361,9 @@ async fn dav_locks_are_the_storage_locks() {
             "No lock with this token on this path".into()
         )
     );
-    // Collections cannot be locked (the storage locks are on files).
+    // Folders can be locked (`dav_locks`), but not the drive's top folders.
     let r = send(&s, &u, "LOCK", "/pub/").await.send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
