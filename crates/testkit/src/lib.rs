@@ -4,10 +4,12 @@
 //! `make test`, given by `NATS_URL` and `DATABASE_URL`). Each test gets its own
 //! database and its own JetStream stream and subject prefix, so nothing is shared and
 //! nothing needs cleaning between tests. [`s3`] does the same for the S3 blob store;
-//! [`pg`] gives a drill a Postgres cluster of its own to crash and restart.
+//! [`pg`] and [`nats`] give a drill a Postgres cluster or a NATS server of its own to
+//! crash and restart.
 
 use sqlx::Connection;
 
+pub mod nats;
 pub mod pg;
 pub mod s3;
 
@@ -36,8 +38,14 @@ impl TestEnv {
     /// A test database on the Postgres server of `admin_url` (a [`pg::PgCluster`] of
     /// the test's own, say) and a log namespace on the shared NATS.
     pub async fn on(admin_url: &str) -> Self {
+        Self::on_servers(admin_url, &required_env("NATS_URL")).await
+    }
+
+    /// A test database on the Postgres server of `admin_url` and a log namespace on
+    /// the NATS server of `nats_url` (a [`nats::NatsServer`] of the test's own, say).
+    pub async fn on_servers(admin_url: &str, nats_url: &str) -> Self {
         let admin_url = admin_url.to_string();
-        let nats_url = required_env("NATS_URL");
+        let nats_url = nats_url.to_string();
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let db = format!("t_{id}");
         let mut admin = sqlx::PgConnection::connect(&admin_url)

@@ -86,12 +86,20 @@ impl Stack {
     /// A read, retried for up to 30 s while the answer is a 5xx (a dependency still
     /// recovering is not a lost write).
     pub async fn get(&self, w: &Writer, path: &str) -> (StatusCode, String) {
+        self.get_within(w, path, false).await
+    }
+
+    /// [`Self::get`]; with `accepted` (a write answered 202: in the log, not yet
+    /// visible) a 404 is retried as well, for the projector to catch up.
+    pub async fn get_within(&self, w: &Writer, path: &str, accepted: bool) -> (StatusCode, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = self.http.get(self.storage(w, path)).send().await;
             if let Ok(r) = r {
                 let status = r.status();
-                if !status.is_server_error() || Instant::now() > deadline {
+                let pending =
+                    status.is_server_error() || (accepted && status == StatusCode::NOT_FOUND);
+                if !pending || Instant::now() > deadline {
                     return (status, r.text().await.unwrap_or_default());
                 }
             }
@@ -253,17 +261,22 @@ pub async fn drill(
         .all(|(_, a)| matches!(a.status, Some(s) if s.is_success()));
 
     // Every acknowledged write reads back; every file is in the feed once.
-    let feed = stack.feed_counts().await;
     let acknowledged: Vec<_> = attempts
         .iter()
         .filter(|(_, a)| matches!(a.status, Some(s) if s.is_success()))
         .collect();
     row.acknowledged = acknowledged.len();
     let reads = futures::stream::iter(acknowledged)
-        .map(|(i, a)| async move { (*i, a, stack.get(&writers[*i], &a.path).await) })
+        .map(|(i, a)| async move {
+            let accepted = a.status == Some(StatusCode::ACCEPTED);
+            let read = stack.get_within(&writers[*i], &a.path, accepted).await;
+            (*i, a, read)
+        })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
+    // After the reads: by then every acknowledged write is projected, or lost.
+    let feed = stack.feed_counts().await;
     for (i, a, (status, body)) in reads {
         let url = format!("pubky://{}{}", writers[i].z32, a.path);
         let in_feed = feed.contains_key(&url);

@@ -35,7 +35,7 @@ mod mirror_process;
 mod move_process;
 mod moving;
 mod openapi;
-mod pg_restart;
+mod outages;
 mod private_matrix;
 mod rate_limits;
 mod readiness;
