@@ -13,6 +13,11 @@
 //! to:<the key of the homeserver the user moves to>
 //! time:<unix microseconds>
 //! ```
+//!
+//! When the homeserver the user leaves is gone (it does not answer), a last line
+//! `seal:none` says so: the homeserver the user moves to then promotes its mirror
+//! without a seal, checked against the last root of `from` it verified, and `from`
+//! itself refuses such a statement.
 
 use crate::PublicKey;
 
@@ -29,6 +34,8 @@ pub struct MoveStatement {
     pub from: PublicKey,
     pub to: PublicKey,
     pub time_us: u64,
+    /// `from` is gone: no seal there (the `seal:none` line).
+    pub from_gone: bool,
 }
 
 /// Why a statement is refused: the HTTP layer answers 401 for [`Refusal::NotSigned`],
@@ -51,11 +58,12 @@ impl MoveStatement {
     /// The text the user signs.
     pub fn text(&self) -> String {
         format!(
-            "{MAGIC}\nuser:{}\nfrom:{}\nto:{}\ntime:{}\n",
+            "{MAGIC}\nuser:{}\nfrom:{}\nto:{}\ntime:{}\n{}",
             self.user.to_z32(),
             self.from.to_z32(),
             self.to.to_z32(),
-            self.time_us
+            self.time_us,
+            if self.from_gone { "seal:none\n" } else { "" }
         )
     }
 
@@ -81,6 +89,11 @@ impl MoveStatement {
             time_us: field("time")
                 .and_then(|t| t.parse().ok())
                 .ok_or(Refusal::Malformed("time"))?,
+            from_gone: match field("seal") {
+                None => false,
+                Some("none") => true,
+                Some(_) => return Err(Refusal::Malformed("seal")),
+            },
         };
         if statement.from == statement.to {
             return Err(Refusal::Malformed("from and to are the same homeserver"));
@@ -143,6 +156,7 @@ mod tests {
             from: a.public_key(),
             to: b.public_key(),
             time_us: 1_000_000_000,
+            from_gone: false,
         };
         let (text, signature) = signed(&user, &statement);
         let now = statement.time_us + 1;
@@ -187,6 +201,34 @@ mod tests {
         assert_eq!(
             verify(&user.public_key(), &text, &signature, &a.public_key(), now),
             Err(Refusal::OtherUser)
+        );
+    }
+}
+
+#[cfg(test)]
+mod gone {
+    use super::*;
+    use crate::Keypair;
+
+    #[test]
+    fn the_seal_none_line_round_trips_and_anything_else_there_is_malformed() {
+        let key = |seed: u8| Keypair::from_secret_key(&[seed; 32]).public_key();
+        let statement = MoveStatement {
+            user: key(1),
+            from: key(2),
+            to: key(3),
+            time_us: 7,
+            from_gone: true,
+        };
+        assert!(statement.text().ends_with("time:7\nseal:none\n"));
+        assert_eq!(
+            MoveStatement::parse(&statement.text()),
+            Ok(statement.clone())
+        );
+        let other = statement.text().replace("seal:none", "seal:maybe");
+        assert_eq!(
+            MoveStatement::parse(&other),
+            Err(Refusal::Malformed("seal"))
         );
     }
 }

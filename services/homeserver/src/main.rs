@@ -170,6 +170,11 @@ enum Command {
         /// Seconds to wait for one step before giving up (run again to resume).
         #[arg(long, default_value_t = 3600)]
         step_timeout_secs: u64,
+        /// The homeserver you leave is gone: the mirror the new one already holds of
+        /// your account takes over as it is (checked against the last root of the old
+        /// homeserver it verified). Writes the old one took after that are lost.
+        #[arg(long)]
+        from_gone: bool,
     },
 }
 
@@ -280,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
             signup_token,
             state_file,
             step_timeout_secs,
+            from_gone,
         } => {
             let args = homeserver::move_cli::MoveArgs {
                 from,
@@ -288,6 +294,7 @@ async fn main() -> anyhow::Result<()> {
                 signup_token,
                 state_file,
                 step_timeout: std::time::Duration::from_secs(step_timeout_secs),
+                from_gone,
             };
             homeserver::move_cli::run(&config, args).await
         }

@@ -61,6 +61,9 @@ pub struct MoveArgs {
     pub state_file: Option<PathBuf>,
     /// How long to wait for one step before giving up (run again to resume).
     pub step_timeout: Duration,
+    /// A is gone: B's mirror takes over as it is, without a seal (see
+    /// `Mover::steps_from_gone`).
+    pub from_gone: bool,
 }
 
 /// The state file: the move's parties and the steps done.
@@ -169,6 +172,9 @@ impl Mover {
     }
 
     async fn steps(&mut self, config: &crate::config::Config) -> anyhow::Result<()> {
+        if self.args.from_gone {
+            return self.steps_from_gone(config).await;
+        }
         if !self.done("joined") {
             self.join().await?;
             self.record("joined")?;
@@ -213,6 +219,43 @@ impl Mover {
             }
             self.recorded.read_token = None;
             self.record("revoked")?;
+        }
+        Ok(())
+    }
+
+    /// With `--from-gone`: A does not answer any more, so B's mirror of the account is
+    /// promoted as it is (B checks it against the last root of A it verified, and that
+    /// A does not answer), then the record names B. Writes A took after B's last copy
+    /// are lost with A: this is for a homeserver that is gone, not one that is slow.
+    async fn steps_from_gone(&mut self, config: &crate::config::Config) -> anyhow::Result<()> {
+        let to_key = self.server_key(&self.args.to.clone()).await?;
+        let url = format!("{}/mirror/{}", self.args.to, self.z32);
+        let status = self.http.get(&url).send().await?;
+        let from_key = match self.recorded.from_key.clone() {
+            Some(key) => key,
+            None if status.status().is_success() => {
+                let status: serde_json::Value = status.json().await?;
+                status["primary"].as_str().unwrap_or_default().to_owned()
+            }
+            None => {
+                return Err(Refused(format!(
+                    "B does not mirror this account ({}): with A gone, only a mirror B holds can take over",
+                    status.status()
+                ))
+                .into());
+            }
+        };
+        let from_key = PublicKey::try_from(from_key.as_str())
+            .map_err(|e| anyhow::anyhow!("A's key `{from_key}`: {e}"))?;
+        self.recorded.from_key = Some(from_key.to_z32());
+        self.recorded.to_key = Some(to_key.to_z32());
+        if !self.done("promoted") {
+            self.promote(&from_key, &to_key).await?;
+            self.record("promoted")?;
+        }
+        if !self.done("published") {
+            self.publish(config, &to_key).await?;
+            self.record("published")?;
         }
         Ok(())
     }
@@ -415,6 +458,7 @@ impl Mover {
             from: from.clone(),
             to: to.clone(),
             time_us: api::now_micros(),
+            from_gone: self.args.from_gone,
         }
         .text();
         serde_json::json!({ "signature": self.sign(&text), "statement": text })
@@ -471,6 +515,9 @@ impl Mover {
             Err(Refused(format!("B refused the promotion: {status} {text}")).into())
         })
         .await?;
+        if self.args.from_gone {
+            return Ok(()); // B checked its copy against A's last verified roots
+        }
         for tree in ["pub", "priv"] {
             let a = self.signed_root(&self.args.from, from, tree).await?;
             let b = self.signed_root(&self.args.to, to, tree).await?;

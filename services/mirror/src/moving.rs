@@ -148,7 +148,11 @@ pub(crate) async fn move_request(
             statement: body.statement.clone(),
             signature: body.signature.clone(),
         };
-        if statement.from == here {
+        if statement.from == here && statement.from_gone {
+            Err(ApiError::bad_request(
+                "The statement says this homeserver is gone (seal:none): it is for the homeserver the user moves to",
+            ))
+        } else if statement.from == here {
             seal(&state, &set, &statement, change).await
         } else {
             promote(&state, &set, &statement, change).await
@@ -247,7 +251,11 @@ async fn promote(
     let arrived = |moves: &table::MoveRow| moves.arrived_from.as_deref() == Some(from.as_str());
     match table::get(&state.store, &user).await.map_err(db)? {
         Some(mirror) if mirror.source_key == from => {
-            caught_up(state, &mirror, &statement.to).await?;
+            if statement.from_gone {
+                last_verified(state, &mirror).await?;
+            } else {
+                caught_up(state, &mirror, &statement.to).await?;
+            }
             append_move(state, &statement.user, change, |moves| Ok(arrived(moves))).await?;
             table::remove(&state.store, &user).await.map_err(db)?;
             set.remove(&user);
@@ -276,6 +284,56 @@ async fn promote(
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(json(StatusCode::OK, body))
+}
+
+/// For a move from a homeserver that is gone (`seal:none`): 409 while A still answers
+/// (the user should seal there, or nothing written to A since the copy would be
+/// safe), and unless this homeserver's roots equal the last roots of A it verified
+/// (`mirrors.source_root_*`, recorded only once the copy reached them).
+async fn last_verified(state: &AppState, mirror: &table::MirrorRow) -> Result<(), ApiError> {
+    let asked = reqwest::Client::new()
+        .get(format!("{}/move/{}", mirror.source_url, mirror.user))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    if asked.is_ok() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} answers at {}: it is not gone; seal the account there (a statement without seal:none)",
+                mirror.source_key, mirror.source_url
+            ),
+        ));
+    }
+    let trees = [
+        (false, &mirror.source_root_pub),
+        (true, &mirror.source_root_priv),
+    ];
+    for (private, verified) in trees {
+        if private && mirror.read_token.is_none() {
+            continue;
+        }
+        let local = state
+            .store
+            .merkle_root(&mirror.user, private)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?
+            .root;
+        let local = merkle::root_hex(local);
+        if verified.as_deref() != Some(local.as_str()) {
+            return Err(ApiError::retry_after(
+                StatusCode::CONFLICT,
+                format!(
+                    "the {} root here is {local}, the last one of {} verified here is {}",
+                    if private { "private" } else { "public" },
+                    mirror.source_key,
+                    verified.as_deref().unwrap_or("none")
+                ),
+                PROMOTE_RETRY_SECS,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// 409 with `Retry-After` unless A sealed the user for this homeserver and this

@@ -28,6 +28,7 @@ pub(crate) fn signed_move(
         from: from.clone(),
         to: to.clone(),
         time_us,
+        from_gone: false,
     }
     .text();
     let signature = hex::encode(signer.sign(text.as_bytes()).to_bytes());
@@ -427,6 +428,7 @@ async fn a_quota_at_b_too_small_for_the_user_is_reported_before_anything_moves()
         signup_token: None,
         state_file: None,
         step_timeout: Duration::from_secs(30),
+        from_gone: false,
     };
     let refused = homeserver::move_cli::run(&homeserver::config::Config::default(), args)
         .await
@@ -455,4 +457,102 @@ async fn a_quota_at_b_too_small_for_the_user_is_reported_before_anything_moves()
         put(&a, &u, "/pub/app/still.txt", "A").await.status(),
         StatusCode::CREATED
     );
+}
+
+#[tokio::test]
+async fn when_a_is_gone_b_takes_over_from_its_mirror_checked_against_the_last_root_it_verified() {
+    use crate::common::sdk::{Dht, sdk_key, start_on};
+    let dht = Dht::start().await;
+    let a = start_on(&dht, |_| {}).await;
+    let b = start_on(&dht, |c| {
+        c.admin_listen = Some(([127, 0, 0, 1], 0).into());
+        c.admin_password = Some(PASSWORD.into());
+    })
+    .await;
+    let u = a.user().await;
+    let z32 = u.z32();
+    for n in 0..20 {
+        a.put_ok(&u, &format!("/pub/app/{n:02}.txt"), &format!("public {n}"))
+            .await;
+    }
+    a.put_ok(&u, "/priv/app/secret.txt", "private").await;
+    let add = b
+        .http
+        .post(format!("http://{}/mirrors", b.server.admin_addr.unwrap()))
+        .header("X-Admin-Password", PASSWORD)
+        .json(&serde_json::json!({ "user": z32, "source": a.url(""), "read_token": u.token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(add.status(), StatusCode::CREATED);
+    wait_status(&b.url(""), &z32, |s| {
+        s["state"] == "following" && s["local_roots"] == s["source_roots"] && s["entries"] == 21
+    })
+    .await;
+
+    // While A answers, `seal:none` is refused: by B (seal there instead) and by A.
+    let (key_a, key_b, user) = (
+        a.keypair.public_key(),
+        b.keypair.public_key(),
+        u.keypair.public_key(),
+    );
+    let text = MoveStatement {
+        user: user.clone(),
+        from: key_a.clone(),
+        to: key_b.clone(),
+        time_us: api::now_micros(),
+        from_gone: true,
+    }
+    .text();
+    let gone = serde_json::json!({
+        "statement": text,
+        "signature": hex::encode(u.keypair.sign(text.as_bytes()).to_bytes()),
+    });
+    let (status, text) = post_move(&b, &z32, &gone).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("is not gone"), "{text}");
+    assert_eq!(post_move(&a, &z32, &gone).await.0, StatusCode::BAD_REQUEST);
+
+    // A is gone: `homeserver move --from-gone` promotes B's mirror and publishes.
+    let url_a = a.url("");
+    let _gone = a.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, hex::encode(u.keypair.secret_key())).unwrap();
+    let mut config = homeserver::config::Config::default();
+    dht.configure(&mut config);
+    let args = homeserver::move_cli::MoveArgs {
+        from: url_a,
+        to: b.url(""),
+        secret_key: secret,
+        signup_token: None,
+        state_file: None,
+        step_timeout: Duration::from_secs(60),
+        from_gone: true,
+    };
+    homeserver::move_cli::run(&config, args)
+        .await
+        .expect("the move from a homeserver that is gone");
+    let resolved = dht.sdk().get_homeserver_of(&sdk_key(&user)).await;
+    assert_eq!(resolved.unwrap(), Some(sdk_key(&key_b)));
+    assert!(
+        feed(&b)
+            .await
+            .contains(&format!("MOVED pubky://{z32}/pub/ {}", key_b.to_z32()))
+    );
+    let token_b = session_at(&b, &u.keypair).await;
+    let r = b
+        .http
+        .put(b.url(&format!("/storage/{z32}/pub/app/new.txt")))
+        .bearer_auth(&token_b)
+        .body("on B")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = b
+        .http
+        .get(b.url(&format!("/storage/{z32}/priv/app/secret.txt")));
+    let r = r.bearer_auth(&token_b).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "private");
 }
