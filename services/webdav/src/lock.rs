@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::PublicKey;
-use domain::lock::{self as rules, LockToken, WriteUnderLock};
+use domain::lock::{self as rules, LockToken};
 use store::locks::LockRow;
 
 /// The lock tokens the request's `If` headers submit; 400 when a header is malformed.
@@ -51,26 +51,29 @@ pub async fn check_tree(
     }
 }
 
-/// A change of `path` alone (`PROPPATCH`) under the locks covering it: 423 without a
-/// token, 412 with tokens naming none of them (the storage rule).
+/// A change of `path` alone (`PROPPATCH`, a file's `PUT` or `DELETE`) may go ahead
+/// only if a token of a lock guarding it is submitted (`membership`: the change adds
+/// or removes `path` in its folder): 423 otherwise, also when the tokens submitted
+/// name other locks (RFC 4918 §7: the `If` header held, the lock was not submitted).
 pub async fn check_path(
     state: &AppState,
     owner: &PublicKey,
     path: &str,
     presented: &[LockToken],
+    membership: bool,
 ) -> Result<(), ApiError> {
     let held = state
         .store
         .live_locks_around(owner, path, now_micros())
         .await?;
-    let guards: Vec<[u8; 32]> = rules::guarding(&held, path, false)
-        .into_iter()
-        .map(|lock| lock.token_hash)
-        .collect();
-    match rules::write_under_locks(&guards, presented) {
-        WriteUnderLock::Proceed => Ok(()),
-        WriteUnderLock::Locked => Err(write_api::locked()),
-        WriteUnderLock::NotTheLiveLock => Err(write_api::not_the_live_lock()),
+    let guards = rules::guarding(&held, path, membership);
+    match guards.is_empty()
+        || guards
+            .iter()
+            .any(|lock| presented.iter().any(|t| t.hash() == lock.token_hash))
+    {
+        true => Ok(()),
+        false => Err(write_api::locked()),
     }
 }
 

@@ -58,7 +58,7 @@ pub async fn proppatch(
     if !props.is_empty() {
         let (path, presented, props) = (&path, &presented, &props);
         append_folder_event(state, &target.owner, |_| async move {
-            crate::lock::check_path(state, &target.owner, path, presented).await?;
+            crate::lock::check_path(state, &target.owner, path, presented, false).await?;
             let change = Change::PropsPatched {
                 path: path.clone(),
                 props: props.clone(),

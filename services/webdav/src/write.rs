@@ -2,7 +2,8 @@
 //!
 //! A file's `PUT` and `DELETE` are the REST write (`write_api::write`): the same
 //! quotas, write-path limits, collisions, `If-Match` and lock checks, and the same
-//! single event. WebDAV adds what its clients rely on (RFC 4918 §9.7, §9.3): a `PUT`
+//! single event. Before it, a lock not submitted is 423 as WebDAV has it, where the
+//! storage locks answer 412 to tokens that name another lock. WebDAV adds what its clients rely on (RFC 4918 §9.7, §9.3): a `PUT`
 //! needs its parent collection to exist (409 otherwise), and a collection cannot be
 //! overwritten by a file. A collection's `DELETE` and `MKCOL` are folder events
 //! (`tree_deleted`, `dir_created`), appended by [`append_folder_event`].
@@ -70,6 +71,15 @@ pub async fn put(
     };
     require_parent(state, target).await?;
     crate::lock::check_if(state, target, headers).await?;
+    let presented = crate::lock::presented(headers)?;
+    crate::lock::check_path(
+        state,
+        &target.owner,
+        target.file_form(),
+        &presented,
+        !existed,
+    )
+    .await?;
     let storage = storage_target(target, target.file_form())?;
     let mut response = write_api::write(state, session, &storage, headers, Some(body)).await?;
     // RFC 4918 §9.7.1: 201 for a new resource, 204 for a replaced one.
@@ -93,6 +103,8 @@ pub async fn delete(
         Resource::Missing => Err(ApiError::not_found()),
         Resource::File(entry) => {
             crate::lock::check_if(state, target, headers).await?;
+            let presented = crate::lock::presented(headers)?;
+            crate::lock::check_path(state, &target.owner, &entry.path, &presented, true).await?;
             let storage = storage_target(target, &entry.path)?;
             write_api::write(state, session, &storage, headers, None).await
         }

@@ -152,6 +152,13 @@ async fn shared_locks_coexist_and_conflict_with_exclusive_ones() {
         dav_put(&s, &u, "/pub/doc.txt", "v2", None).await,
         StatusCode::LOCKED
     );
+    // An `If` header that holds without naming a lock (a wrong token, or not
+    // `DAV:no-lock`) is not a submitted lock either: 423, not 412.
+    let bogus = format!("(<{first}x>) (Not <DAV:no-lock>)");
+    assert_eq!(
+        dav_put(&s, &u, "/pub/doc.txt", "v2", Some(&bogus)).await,
+        StatusCode::LOCKED
+    );
     let submitted = format!("(<{second}>)");
     assert_eq!(
         dav_put(&s, &u, "/pub/doc.txt", "v2", Some(&submitted)).await,
