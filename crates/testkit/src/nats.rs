@@ -44,6 +44,14 @@ impl NatsServer {
         }
     }
 
+    /// `kill -9`, the store emptied, and the server started again on the same port: a
+    /// container that lost its volume.
+    pub async fn wipe(&mut self) {
+        self.kill().await;
+        self.dir = tempfile::tempdir().expect("tempdir for the JetStream store");
+        self.restart().await;
+    }
+
     /// Starts the server (again) on the same port and store; returns once it accepts
     /// connections.
     pub async fn restart(&mut self) {

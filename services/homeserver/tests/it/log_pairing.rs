@@ -148,65 +148,15 @@ async fn a_recreated_stream_is_refused_even_when_it_has_grown() {
     server.server.shutdown().await;
 }
 
-/// A private nats-server whose data directory the test can wipe.
-struct PrivateNats {
-    child: tokio::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl PrivateNats {
-    async fn start(port: u16, dir: tempfile::TempDir) -> PrivateNats {
-        let bin = testkit::required_env("NATS_SERVER_BIN");
-        let child = tokio::process::Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .kill_on_drop(true)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let url = format!("nats://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if async_nats::connect(&url).await.is_ok() {
-                return PrivateNats { child, port, dir };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("nats-server on {port} did not come up");
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// `kill -9`, the data directory emptied, and the server started again on the same
-    /// port: a container that lost its volume.
-    async fn wipe(mut self) -> PrivateNats {
-        let _ = self.child.kill().await;
-        let _ = self.child.wait().await;
-        let port = self.port;
-        drop(self.dir);
-        PrivateNats::start(port, tempfile::tempdir().expect("tempdir")).await
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[tokio::test]
 async fn a_nats_server_that_lost_its_data_is_noticed_without_a_restart() {
-    let nats = PrivateNats::start(free_port(), tempfile::tempdir().expect("tempdir")).await;
+    let mut nats = testkit::nats::NatsServer::start().await;
     let url = nats.url();
     let server = common::start_with(|c| c.nats_url = url).await;
     let user = server.user().await;
     server.put_ok(&user, "/pub/kept.txt", "kept").await;
 
-    let _nats = nats.wipe().await;
+    nats.wipe().await;
     // Until the client has reconnected and checked, writes fail as in an outage; then
     // they are refused for the mismatch. Never a 2xx: there is no log to hold them.
     let mut refused = None;
