@@ -473,6 +473,11 @@ impl EventLog {
     /// Reads the log in order starting at `from` (inclusive), optionally restricted to
     /// the subjects matching `filter`, and keeps following it as it grows. Backed by an
     /// ordered consumer, which recreates itself on gaps, so nothing is skipped.
+    ///
+    /// At the next reconnection to NATS the stream yields one
+    /// [`LogError::Unavailable`] and ends: a server that came back may have lost the
+    /// consumer, which the stream would notice only at its next idle heartbeat,
+    /// seconds later. Readers stop at an error and read again from their last event.
     pub async fn read(
         &self,
         from: EventSeq,
@@ -499,7 +504,7 @@ impl EventLog {
             .await
             .map_err(unavailable)?;
         let messages = consumer.messages().await.map_err(unavailable)?;
-        Ok(messages.map(|message| {
+        let events = messages.map(|message| {
             let message = message.map_err(unavailable)?;
             let info = message
                 .info()
@@ -514,7 +519,29 @@ impl EventLog {
                 subject: message.subject.to_string(),
                 event,
             })
-        }))
+        });
+        let pairing = self.pairing.clone();
+        let reconnected = Box::pin(async move { pairing.reconnected.notified().await });
+        let state = (Box::pin(events), reconnected, false);
+        // Boxed: the stream stays `Unpin`, as callers poll it in place.
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            |(mut events, mut reconnected, ended)| async move {
+                if ended {
+                    return None;
+                }
+                tokio::select! {
+                    biased;
+                    item = events.next() => item.map(|item| (item, (events, reconnected, false))),
+                    _ = &mut reconnected => {
+                        let gone = LogError::Unavailable(
+                            "reconnected to NATS: read the log again from the last event".into(),
+                        );
+                        Some((Err(gone), (events, reconnected, true)))
+                    }
+                }
+            },
+        )))
     }
 }
 

@@ -30,6 +30,15 @@ pub fn required_env(name: &str) -> String {
     })
 }
 
+/// A loopback port that nothing listens on now: for a server a test starts, and
+/// starts again on the same port after killing it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 impl TestEnv {
     pub async fn new() -> Self {
         Self::on(&required_env("DATABASE_URL")).await

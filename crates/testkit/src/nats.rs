@@ -19,10 +19,7 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub async fn start() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         let mut server = NatsServer {
             child: None,
             port,

@@ -35,10 +35,7 @@ impl PgCluster {
         if is_root() {
             run(Command::new("chown").arg("postgres:").arg(dir.path())).await;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         let cluster = PgCluster { bin, dir, port };
         run(cluster
             .as_owner("initdb")

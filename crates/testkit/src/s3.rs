@@ -56,10 +56,7 @@ pub struct S3Server {
 impl S3Server {
     /// Starts a server on a free port and waits until it answers.
     pub async fn start() -> S3Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::free_port();
         let mut server = S3Server { child: None, port };
         server.restart().await;
         server

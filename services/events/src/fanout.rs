@@ -247,50 +247,39 @@ async fn upstream(
                 set_up(true);
                 backoff = Duration::from_millis(100);
                 let mut events = std::pin::pin!(events);
-                let drained = async {
-                    while let Some(item) = events.next().await {
-                        let logged = match item {
-                            Ok(logged) => logged,
-                            Err(log::LogError::Undecodable { seq, reason }) => {
-                                // Not an event of ours (or a future version): skip it, as the
-                                // projector cannot have produced a row for it either.
-                                tracing::warn!(seq, %reason, "fan-out skipped an undecodable event");
-                                next = EventSeq(seq + 1);
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "fan-out upstream failed");
-                                break;
-                            }
-                        };
-                        if logged.seq < next {
+                while let Some(item) = events.next().await {
+                    let logged = match item {
+                        Ok(logged) => logged,
+                        Err(log::LogError::Undecodable { seq, reason }) => {
+                            // Not an event of ours (or a future version): skip it, as the
+                            // projector cannot have produced a row for it either.
+                            tracing::warn!(seq, %reason, "fan-out skipped an undecodable event");
+                            next = EventSeq(seq + 1);
                             continue;
                         }
-                        wait_projected(&progress, logged.seq).await;
-                        let root = if logged.event.change.family() == SubjectFamily::Files {
-                            roots.root_of(logged.seq, progress.applied()).await
-                        } else {
-                            None
-                        };
-                        if logged.event.change.has_feed_lines() {
-                            // The log's event lists no files: its lines are in Postgres.
-                            for line in event_lines(&roots.store, logged.seq).await {
-                                let _ = files.send(Arc::new(FileEvent::from(line)));
-                            }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "fan-out upstream failed");
+                            break;
                         }
-                        publish(&files, &revocations, logged.seq, &logged.event, root);
-                        next = EventSeq(logged.seq.0 + 1);
-                        set_published(logged.seq);
-                    }
-                };
-                tokio::select! {
-                    _ = drained => {}
-                    // A NATS server that came back may have lost the consumer behind
-                    // `events`, noticed only at its next idle heartbeat: read again now.
-                    _ = log.reconnected() => {
-                        tracing::info!("fan-out reconnected to NATS: reading the log again");
+                    };
+                    if logged.seq < next {
                         continue;
                     }
+                    wait_projected(&progress, logged.seq).await;
+                    let root = if logged.event.change.family() == SubjectFamily::Files {
+                        roots.root_of(logged.seq, progress.applied()).await
+                    } else {
+                        None
+                    };
+                    if logged.event.change.has_feed_lines() {
+                        // The log's event lists no files: its lines are in Postgres.
+                        for line in event_lines(&roots.store, logged.seq).await {
+                            let _ = files.send(Arc::new(FileEvent::from(line)));
+                        }
+                    }
+                    publish(&files, &revocations, logged.seq, &logged.event, root);
+                    next = EventSeq(logged.seq.0 + 1);
+                    set_published(logged.seq);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "fan-out cannot read the log"),

@@ -464,16 +464,24 @@ impl Mover {
         serde_json::json!({ "signature": self.sign(&text), "statement": text })
     }
 
+    /// `POST <base>/move/<user>` with a fresh statement: A seals, B promotes.
+    async fn post_statement(
+        &self,
+        base: &str,
+        from: &PublicKey,
+        to: &PublicKey,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .post(format!("{base}/move/{}", self.z32))
+            .json(&self.statement(from, to))
+            .send()
+            .await
+    }
+
     /// Step 5: A sealed.
     async fn seal(&self, from: &PublicKey, to: &PublicKey) -> anyhow::Result<()> {
-        let url = format!("{}/move/{}", self.args.from, self.z32);
         self.until("sealing the account at A", || async {
-            let response = self
-                .http
-                .post(&url)
-                .json(&self.statement(from, to))
-                .send()
-                .await?;
+            let response = self.post_statement(&self.args.from, from, to).await?;
             let status = response.status();
             if status.is_success() {
                 return Ok(Some(()));
@@ -490,14 +498,8 @@ impl Mover {
     /// Step 6: B caught up with A's final roots and took over; both servers' signed
     /// roots compared here too.
     async fn promote(&self, from: &PublicKey, to: &PublicKey) -> anyhow::Result<()> {
-        let url = format!("{}/move/{}", self.args.to, self.z32);
         self.until("B catches up with A's final roots", || async {
-            let response = self
-                .http
-                .post(&url)
-                .json(&self.statement(from, to))
-                .send()
-                .await?;
+            let response = self.post_statement(&self.args.to, from, to).await?;
             let status = response.status();
             if status.is_success() {
                 return Ok(Some(()));

@@ -23,6 +23,7 @@
 //! `GET /move/<user>`: where the user moved to (and when), or where they came from.
 
 use crate::MirrorSet;
+use crate::routes::json;
 use crate::source::Source;
 use crate::table;
 use api::writer::{CommitError, MAX_ATTEMPTS, too_much_contention};
@@ -62,18 +63,6 @@ fn refused(refusal: Refusal) -> ApiError {
         Refusal::OtherUser | Refusal::OtherHomeserver | Refusal::Stale => StatusCode::FORBIDDEN,
     };
     ApiError::new(status, refusal.to_string())
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [
-            (axum::http::header::CONTENT_TYPE, "application/json"),
-            (axum::http::header::CACHE_CONTROL, "no-store"),
-        ],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// The move resource of a user here; `None` without an account.

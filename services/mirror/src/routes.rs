@@ -194,7 +194,8 @@ pub async fn status_json(state: &AppState, set: &MirrorSet, row: &MirrorRow) -> 
     })
 }
 
-fn json(status: StatusCode, body: serde_json::Value) -> Response {
+/// A JSON answer that no cache keeps (mirror and move resources change by the second).
+pub(crate) fn json(status: StatusCode, body: serde_json::Value) -> Response {
     (
         status,
         [

@@ -75,14 +75,6 @@ pub async fn run(
         let result = tokio::select! {
             _ = &mut shutdown => return,
             result = follow(&log, &store, &progress, &config) => result,
-            // A NATS server that came back may have lost the consumer the log was read
-            // through, and the read would notice only at its next idle heartbeat,
-            // seconds later: follow again from the checkpoint now.
-            _ = log.reconnected() => {
-                tracing::info!("reconnected to NATS: following the log again");
-                retry = FIRST_RETRY;
-                continue;
-            }
         };
         // A run that applied something was healthy: this failure is a new outage, not
         // the last one lasting longer.

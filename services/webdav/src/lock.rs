@@ -15,7 +15,7 @@ use crate::path::DavTarget;
 use crate::xml;
 use api::{ApiError, AppState, now_micros};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use domain::PublicKey;
 use domain::lock::{self as rules, LockToken};
@@ -159,20 +159,7 @@ fn answer(
         r#"<?xml version="1.0" encoding="utf-8"?><D:prop xmlns:D="DAV:"><D:lockdiscovery>{}</D:lockdiscovery></D:prop>"#,
         activelock(&target.owner, row, Some(token), lifetime)
     );
-    let mut response = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-        body,
-    )
-        .into_response();
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&format!("Second-{lifetime}")) {
-        headers.insert("timeout", value);
-    }
-    if created && let Ok(value) = HeaderValue::from_str(&token.header_value()) {
-        headers.insert("lock-token", value);
-    }
-    response
+    write_api::lock_answer(body, token, lifetime, created)
 }
 
 /// One `DAV:activelock`; the token only when the caller knows it.

@@ -7,8 +7,8 @@ mod storage;
 
 pub use auth::mint_signup_token;
 pub use lock::{
-    NewLock, STORAGE_METHODS, acquire, locked, lockinfo_too_large, method_not_allowed, new_token,
-    not_the_live_lock, refresh, release, storage_other_methods,
+    NewLock, STORAGE_METHODS, acquire, lock_answer, locked, lockinfo_too_large, method_not_allowed,
+    new_token, not_the_live_lock, refresh, release, storage_other_methods,
 };
 pub use storage::{
     check_allowed_path, check_not_moved, delete_legacy, delete_storage, existing_user,

@@ -149,10 +149,21 @@ pub fn lockinfo_too_large() -> ApiError {
 }
 
 fn lock_response(token: &LockToken, lifetime: u64, lockroot: &str, created: bool) -> Response {
+    lock_answer(
+        lock::lock_discovery_xml(token, lifetime, lockroot),
+        token,
+        lifetime,
+        created,
+    )
+}
+
+/// A `LOCK` answer (here and over WebDAV): 200 with the lock discovery `body`, the
+/// `Timeout`, and the `Lock-Token` when the lock is new.
+pub fn lock_answer(body: String, token: &LockToken, lifetime: u64, created: bool) -> Response {
     let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-        lock::lock_discovery_xml(token, lifetime, lockroot),
+        body,
     )
         .into_response();
     let headers = response.headers_mut();

@@ -161,12 +161,7 @@ async fn an_outage_of_the_primary_is_retried_and_followed_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
     // A on a fixed port, so that it comes back where B looks for it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", testkit::free_port());
     let (mut a, url_a, _) = spawn_all_at(&env_a, &data_a, Some(&listen)).await;
     let (_b, url_b, admin_b) = spawn_all(&env_b, &data_b).await;
     let (user, token) = common::user_via_log(&env_a).await;

@@ -451,11 +451,6 @@ enum Victim {
     B,
 }
 
-fn free_port() -> String {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", socket.local_addr().unwrap().port())
-}
-
 /// `kill -9` of `victim` once the command has asked B to mirror, then the move goes on
 /// (run again, or the server restarted) and ends equal, each file copied once.
 async fn kill_9_in_the_middle_of_the_copy(victim: Victim) {
@@ -464,7 +459,8 @@ async fn kill_9_in_the_middle_of_the_copy(victim: Victim) {
     let (env_a, env_b) = (testkit::TestEnv::new().await, testkit::TestEnv::new().await);
     let dir = tempfile::tempdir().unwrap();
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
-    let (listen_a, listen_b) = (free_port(), free_port());
+    let listen = || format!("127.0.0.1:{}", testkit::free_port());
+    let (listen_a, listen_b) = (listen(), listen());
     let (mut a, url_a, key_a) = spawn_at(&dht, &env_a, &data_a, &listen_a).await;
     let (mut b, url_b, key_b) = spawn_at(&dht, &env_b, &data_b, &listen_b).await;
     let (user, token_a, secret) =
