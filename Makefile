@@ -22,7 +22,7 @@ endif
 # Extra arguments for the benchmark runner, e.g. make bench BENCH_ARGS='--full'.
 BENCH_ARGS ?=
 
-.PHONY: help services services-stop run test lint bench bench-compare up down e2e-compose e2e-drive e2e-dav drill-backup bench-exit
+.PHONY: help services services-stop run test lint bench bench-compare up down e2e-compose e2e-drive e2e-dav drill-backup bench-exit e2e-reference-mirror
 
 help:
 	@echo 'make services       start the private Postgres and NATS ($(SERVICES) up)'
@@ -36,6 +36,7 @@ help:
 	@echo 'make e2e-dav        WebDAV with real clients: litmus (basic copymove props locks), rclone, cadaver'
 	@echo 'make bench          benchmarks of our homeserver, quick (BENCH_ARGS=--full)'
 	@echo 'make bench-compare  the same for ours and the reference (pubky-homeserver 0.17.1)'
+	@echo 'make e2e-reference-mirror  our mirror of a user of the reference homeserver (builds it once)'
 	@echo 'make up / down      split deployment with docker-compose (scripts/compose.sh)'
 	@echo 'make e2e-compose    that deployment from nothing: smoke scenario, fault drills, teardown'
 
@@ -111,6 +112,13 @@ bench:
 	cargo build --release -p homeserver -p hs-bench
 	$(WITH_SERVICES) target/release/hs-bench run $(BENCH_ARGS)
 
+# Mirroring from the reference homeserver into ours (docs/mirror.md, "Sources"): the
+# reference as a process, a user writing through the published SDK, our mirror's
+# listing and bytes compared with it after the copy and after live changes.
+e2e-reference-mirror: $(REFERENCE_BIN)
+	$(SERVICES) up
+	$(WITH_SERVICES) REFERENCE_BIN=$(CURDIR)/$(REFERENCE_BIN) cargo test -p homeserver --test it -- \
+		--ignored --exact mirror_reference::the_reference_homeserver_is_mirrored_and_followed --nocapture
 bench-compare: $(REFERENCE_BIN)
 	$(SERVICES) up
 	cargo build --release -p homeserver -p hs-bench

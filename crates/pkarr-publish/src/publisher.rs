@@ -386,6 +386,26 @@ impl Publisher {
         Ok(UserRepublish::Republished { stored_on })
     }
 
+    /// The homeserver `user`'s record names now, as the network has it (`None`: no
+    /// record, or one that names no homeserver).
+    ///
+    /// # Errors
+    ///
+    /// The DHT could not be queried (other than "not found").
+    pub async fn homeserver_of_user(
+        &self,
+        user: &PublicKey,
+    ) -> Result<Option<PublicKey>, PublishError> {
+        match self.client.resolve(user, ResolvePolicy::NetworkOnly).await {
+            Ok(packet) => Ok(homeserver_of(&packet)),
+            Err(pkarr::errors::ResolveError::NotFound) => Ok(None),
+            Err(source) => Err(PublishError::Resolve {
+                key: user.clone(),
+                source,
+            }),
+        }
+    }
+
     /// Publishes `user`'s record naming `homeserver` (built by
     /// [`crate::packet::build_user_packet`] over the user's newest packet, whose other
     /// records it keeps); the last step of a move (docs/move.md). Returns the nodes

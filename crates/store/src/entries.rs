@@ -64,6 +64,32 @@ impl Store {
         row.as_ref().map(entry_row).transpose()
     }
 
+    /// The entries of `dir` after the path `after` (exclusive) up to `upto`
+    /// (inclusive; `None`: to the end of `dir`), in byte order: what a mirror compares
+    /// with one page of its primary's listing.
+    pub async fn entries_between(
+        &self,
+        owner: &PublicKey,
+        dir: &str,
+        after: Option<&str>,
+        upto: Option<&str>,
+    ) -> Result<Vec<EntryRow>> {
+        let rows = sqlx::query(
+            "SELECT path, content_hash, size, content_type, modified_us, seq
+             FROM entries WHERE owner = $1 AND path >= $2 AND path < $3
+             AND ($4::text IS NULL OR path > $4) AND ($5::text IS NULL OR path <= $5)
+             ORDER BY path",
+        )
+        .bind(owner.to_z32())
+        .bind(dir)
+        .bind(dir_end(dir))
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_row).collect()
+    }
+
     /// True when at least one entry lies under `dir`.
     pub async fn dir_exists(&self, owner: &PublicKey, dir: &str) -> Result<bool> {
         Ok(sqlx::query_scalar(

@@ -118,6 +118,11 @@ pub enum MirrorAction {
         /// (granted by the user); without it only public data is mirrored.
         #[arg(long, env = "HOMESERVER_MIRROR_READ_TOKEN", hide_env_values = true)]
         read_token: Option<String>,
+        /// `merkle` (a homeserver of ours) or `plain` (any Pubky homeserver, e.g. the
+        /// reference: listings and its event stream; needs `--source-key`); default:
+        /// asked of the source.
+        #[arg(long)]
+        source_kind: Option<String>,
     },
     /// Every mirror with its state.
     List,
@@ -365,9 +370,11 @@ async fn mirror_command(client: &Client, action: MirrorAction) -> anyhow::Result
             source,
             source_key,
             read_token,
+            source_kind,
         } => {
             let body = serde_json::json!({
                 "user": user, "source": source, "source_key": source_key, "read_token": read_token,
+                "source_kind": source_kind,
             });
             let status = client
                 .json(client.request(Method::POST, "/mirrors").json(&body))
@@ -412,6 +419,7 @@ pub fn render_mirror(status: &Value) -> String {
         ("user", &status["user"]),
         ("source", &status["source"]),
         ("primary", &status["primary"]),
+        ("source kind", &status["source_kind"]),
         ("state", &status["state"]),
         ("local root (pub)", &status["local_roots"]["pub"]),
         ("source root (pub)", &status["source_roots"]["pub"]),

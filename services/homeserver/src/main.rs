@@ -175,6 +175,15 @@ enum Command {
         /// homeserver it verified). Writes the old one took after that are lost.
         #[arg(long)]
         from_gone: bool,
+        /// The key of the homeserver you leave, when it is not one of ours (the
+        /// reference homeserver, say, which does not tell it); default: the homeserver
+        /// your PKARR record names.
+        #[arg(long)]
+        from_key: Option<String>,
+        /// Treat the homeserver you leave as a plain Pubky homeserver (no seal: copy,
+        /// flip, copy the last delta) even when it is one of ours.
+        #[arg(long)]
+        from_plain: bool,
     },
 }
 
@@ -286,6 +295,8 @@ async fn main() -> anyhow::Result<()> {
             state_file,
             step_timeout_secs,
             from_gone,
+            from_key,
+            from_plain,
         } => {
             let args = homeserver::move_cli::MoveArgs {
                 from,
@@ -295,6 +306,8 @@ async fn main() -> anyhow::Result<()> {
                 state_file,
                 step_timeout: std::time::Duration::from_secs(step_timeout_secs),
                 from_gone,
+                from_key,
+                from_plain,
             };
             homeserver::move_cli::run(&config, args).await
         }

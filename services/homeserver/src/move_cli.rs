@@ -21,6 +21,9 @@
 //! 7. `published`: the user's PKARR record names B (on the DHT this command is
 //!    configured with: `PUBKY_DHT_BOOTSTRAP`, or `HOMESERVER_DHT_MAINNET=true`).
 //! 8. `revoked`: the read grant at A is revoked.
+//!
+//! When A is not one of ours (the reference homeserver: no seal there), the steps are
+//! those of [`plain`]: copy, flip the record, copy the last delta.
 
 use anyhow::{Context, bail};
 use domain::PublicKey;
@@ -30,6 +33,8 @@ use pubky_common::capabilities::{Capabilities, Capability};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+mod plain;
 
 /// The steps in order (see the module docs).
 pub const STEPS: [&str; 8] = [
@@ -64,6 +69,12 @@ pub struct MoveArgs {
     /// A is gone: B's mirror takes over as it is, without a seal (see
     /// `Mover::steps_from_gone`).
     pub from_gone: bool,
+    /// A's key when A is not one of ours; default: the homeserver the user's PKARR
+    /// record names.
+    pub from_key: Option<String>,
+    /// Move from A as from a plain Pubky homeserver even when it is one of ours
+    /// (copy, flip, copy the last delta; what the tests exercise that path with).
+    pub from_plain: bool,
 }
 
 /// The state file: the move's parties and the steps done.
@@ -75,6 +86,9 @@ struct Recorded {
     from_key: Option<String>,
     to_key: Option<String>,
     read_token: Option<String>,
+    /// `plain` when A is not one of ours (its steps are [`plain`]'s).
+    #[serde(default)]
+    from_kind: Option<String>,
     done: Vec<String>,
 }
 
@@ -145,8 +159,12 @@ pub async fn run(config: &crate::config::Config, args: MoveArgs) -> anyhow::Resu
     let result = mover.steps(config).await;
     mover.bar.finish_and_clear();
     result?;
+    let checked = match mover.recorded.from_kind.as_deref() {
+        Some("plain") => "B holds every change A had",
+        _ => "B's roots equal A's final roots",
+    };
     println!(
-        "moved {} from {} to {}: B's roots equal A's final roots, the PKARR record names B",
+        "moved {} from {} to {}: {checked}, the PKARR record names B",
         mover.z32, mover.args.from, mover.args.to
     );
     Ok(())
@@ -179,16 +197,19 @@ impl Mover {
             self.join().await?;
             self.record("joined")?;
         }
+        if self.leaving_a_plain_homeserver().await? {
+            return self.steps_from_plain(config).await;
+        }
         let from_key = self.server_key(&self.args.from.clone()).await?;
         let to_key = self.server_key(&self.args.to.clone()).await?;
         self.recorded.from_key = Some(from_key.to_z32());
         self.recorded.to_key = Some(to_key.to_z32());
         if !self.done("room") {
-            self.check_room().await?;
+            self.check_room(&from_key).await?;
             self.record("room")?;
         }
         if !self.done("mirroring") {
-            self.mirror(&from_key, &to_key).await?;
+            self.mirror(&from_key, &to_key, None).await?;
             self.record("mirroring")?;
         }
         if !self.done("copied") {
@@ -207,20 +228,25 @@ impl Mover {
             self.publish(config, &to_key).await?;
             self.record("published")?;
         }
-        if !self.done("revoked") {
-            if let Some(token) = &self.recorded.read_token {
-                // Best effort: the grant expires within the hour anyway.
-                let _ = self
-                    .http
-                    .delete(format!("{}/auth/grant/session", self.args.from))
-                    .bearer_auth(token)
-                    .send()
-                    .await;
-            }
-            self.recorded.read_token = None;
-            self.record("revoked")?;
+        self.revoke().await
+    }
+
+    /// Step 8: the read grant at A revoked.
+    async fn revoke(&mut self) -> anyhow::Result<()> {
+        if self.done("revoked") {
+            return Ok(());
         }
-        Ok(())
+        if let Some(token) = &self.recorded.read_token {
+            // Best effort: the grant expires within the hour anyway.
+            let _ = self
+                .http
+                .delete(format!("{}/auth/grant/session", self.args.from))
+                .bearer_auth(token)
+                .send()
+                .await;
+        }
+        self.recorded.read_token = None;
+        self.record("revoked")
     }
 
     /// With `--from-gone`: A does not answer any more, so B's mirror of the account is
@@ -334,13 +360,16 @@ impl Mover {
 
     /// The read grant of `/priv/` at A that B mirrors with (made once, kept in the
     /// state file until the last step revokes it).
-    async fn read_token(&mut self) -> anyhow::Result<String> {
+    async fn read_token(&mut self, from_key: &PublicKey) -> anyhow::Result<String> {
         if let Some(token) = &self.recorded.read_token {
             return Ok(token.clone());
         }
         let secret = self.user.secret_key();
         let keypair = pubky_common::crypto::Keypair::from_secret(&secret);
-        let token = crate::pull::sign_in(&self.http, &self.args.from, &keypair).await?;
+        let homeserver = pubky_common::crypto::PublicKey::try_from_z32(&from_key.to_z32())
+            .map_err(|e| anyhow::anyhow!("A's key: {e}"))?;
+        let token =
+            crate::pull::read_grant(&self.http, &self.args.from, &homeserver, &keypair).await?;
         self.recorded.read_token = Some(token.clone());
         Ok(token)
     }
@@ -364,8 +393,8 @@ impl Mover {
     }
 
     /// Step 2: the account fits in its quota at B (see the module docs).
-    async fn check_room(&mut self) -> anyhow::Result<()> {
-        let token_a = self.read_token().await?;
+    async fn check_room(&mut self, from_key: &PublicKey) -> anyhow::Result<()> {
+        let token_a = self.read_token(from_key).await?;
         let (at_a, _) = self.usage(&self.args.from, &token_a).await?;
         let secret = self.user.secret_key();
         let keypair = pubky_common::crypto::Keypair::from_secret(&secret);
@@ -389,9 +418,15 @@ impl Mover {
         Ok(())
     }
 
-    /// Step 3: B mirrors both trees with a read grant of A.
-    async fn mirror(&mut self, from_key: &PublicKey, to_key: &PublicKey) -> anyhow::Result<()> {
-        let token = self.read_token().await?;
+    /// Step 3: B mirrors both trees with a read grant of A (`kind`: the mirror's
+    /// `source_kind`, when A is not for B to find out).
+    async fn mirror(
+        &mut self,
+        from_key: &PublicKey,
+        to_key: &PublicKey,
+        kind: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let token = self.read_token(from_key).await?;
         let url = format!("{}/mirror/{}", self.args.to, self.z32);
         self.until("asking B to mirror the account", || async {
             let statement = mirror::routes::request_statement(
@@ -406,6 +441,7 @@ impl Mover {
                 "signature": self.sign(&statement),
                 "source_key": from_key.to_z32(),
                 "read_token": token,
+                "source_kind": kind,
             });
             let response = self.http.post(&url).json(&body).send().await?;
             let status = response.status();
@@ -517,8 +553,10 @@ impl Mover {
             Err(Refused(format!("B refused the promotion: {status} {text}")).into())
         })
         .await?;
-        if self.args.from_gone {
-            return Ok(()); // B checked its copy against A's last verified roots
+        if self.args.from_gone || self.recorded.from_kind.as_deref() == Some("plain") {
+            // B checked its copy against A's last verified roots, or (a plain A,
+            // which signs none) that it holds every event of the user there.
+            return Ok(());
         }
         for tree in ["pub", "priv"] {
             let a = self.signed_root(&self.args.from, from, tree).await?;

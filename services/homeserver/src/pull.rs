@@ -97,6 +97,17 @@ pub async fn sign_in(http: &reqwest::Client, base: &str, user: &Keypair) -> anyh
         .await?;
     let homeserver = PublicKey::try_from_z32(root["signer"].as_str().unwrap_or_default())
         .map_err(|e| anyhow::anyhow!("the homeserver's key: {e}"))?;
+    read_grant(http, base, &homeserver, user).await
+}
+
+/// [`sign_in`] at a homeserver whose key is known: any Pubky homeserver (the grant
+/// exchange is the reference's, section 3.4 of its spec), ours or not.
+pub async fn read_grant(
+    http: &reqwest::Client,
+    base: &str,
+    homeserver: &PublicKey,
+    user: &Keypair,
+) -> anyhow::Result<String> {
     let client = Keypair::random();
     let now = api::now_secs();
     let grant = GrantClaims {
@@ -109,7 +120,7 @@ pub async fn sign_in(http: &reqwest::Client, base: &str, user: &Keypair) -> anyh
         exp: now + 3600,
     };
     let pop = PopProofClaims {
-        aud: homeserver,
+        aud: homeserver.clone(),
         gid: grant.jti.clone(),
         nonce: PopNonce::generate(),
         iat: now,

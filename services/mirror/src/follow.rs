@@ -11,9 +11,10 @@
 //! again (3), which checks against a signed root. Every `anti_entropy` interval the
 //! signed roots are compared with the local ones and any drift repaired the same way.
 //! Any failure (the primary down, a refused content) is recorded as the mirror's last
-//! error and retried with exponential back-off, from the checkpoint.
+//! error and retried with exponential back-off, from the checkpoint. A primary that is
+//! not ours (a plain source) is copied and followed by `crate::plain` instead of (1)-(3).
 
-use crate::source::{Source, SourceError, StreamEvent};
+use crate::source::{Source, SourceError, SourceKind, StreamEvent};
 use crate::sync::{FETCH_AHEAD, Fetched, Mirror, SyncError};
 use crate::table::{self, MirrorRow};
 use crate::{MirrorSet, Settings};
@@ -60,6 +61,7 @@ pub async fn supervise(
                     let keep = wanted.get(user).is_some_and(|w| {
                         w.source_url == row.source_url
                             && w.source_key == row.source_key
+                            && w.source_kind == row.source_kind
                             && w.read_token == row.read_token
                     });
                     if !keep {
@@ -107,13 +109,15 @@ async fn follow(
         let _ = table::set_state(&state.store, &row.user, "failed", Some("invalid key")).await;
         return;
     };
+    let kind = SourceKind::parse(&row.source_kind).unwrap_or(SourceKind::Merkle);
     let source = Source::new(
         http,
         &row.source_url,
         key,
         &row.user,
         row.read_token.clone(),
-    );
+    )
+    .with_kind(kind);
     let mirror = Mirror {
         state: &state,
         source: &source,
@@ -123,7 +127,12 @@ async fn follow(
     loop {
         let result = tokio::select! {
             () = stop.cancelled() => return,
-            result = run(&mirror, &settings) => result,
+            result = async {
+                match kind {
+                    SourceKind::Merkle => run(&mirror, &settings).await,
+                    SourceKind::Plain => crate::plain::run(&mirror, &settings).await,
+                }
+            } => result,
         };
         if let Err(e) = result {
             tracing::warn!(user = %row.user, error = %e, "mirror: retrying");

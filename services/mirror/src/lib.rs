@@ -1,5 +1,5 @@
 //! Mirroring (docs/mirror.md): this homeserver keeps a live, verified, read-only copy
-//! of a user whose primary is another homeserver of ours.
+//! of a user whose primary is another homeserver, of ours or any Pubky homeserver.
 //!
 //! Why a crate of its own: a mirror is a follower of a *remote* log, and touches every
 //! service of this one (it appends to the log, is read through the read-api's routes,
@@ -7,9 +7,12 @@
 //! runs beside the projector). Keeping all of it here keeps those services unaware of
 //! mirroring: they only compose [`router`], [`admin_router`], [`guard`] and [`spawn`].
 //!
-//! * [`source`]: the primary over HTTP (signed roots, diffs, nodes, files, events).
+//! * [`source`]: the primary over HTTP (signed roots, diffs, nodes, files, listings,
+//!   events).
 //! * [`sync`]: bringing one tree to the primary's signed root by diff (initial copy,
 //!   catch-up, anti-entropy); content checked by its hash before anything is appended.
+//! * [`plain`]: the copy and follow of a primary that is not ours (the reference
+//!   homeserver): listings, reads and `/events-stream` alone.
 //! * [`follow`]: the loop: sync, then follow the primary's event stream with a cursor
 //!   checkpointed in `mirrors` (migration 0021), with back-off on failures.
 //! * [`guard`]: refuses writes to a mirrored user (409 naming the primary) and marks
@@ -26,6 +29,7 @@
 pub mod follow;
 pub mod guard;
 pub mod moving;
+pub mod plain;
 pub mod routes;
 pub mod source;
 pub mod sync;

@@ -16,6 +16,9 @@
 //!   and B's roots equal A's signed roots (both trees when B holds the read grant): a
 //!   `user_moved` event here too (`arrived`), then the mirror is removed and B takes
 //!   the user's writes. Until then, 409 with `Retry-After`: the client asks again.
+//!   A mirror of a plain homeserver (not ours, which cannot be sealed) is promoted once
+//!   it has copied every event of the user there (the client flipped the user's
+//!   record first: copy, flip, copy the last delta).
 //!
 //! Each step can be asked again after a crash: a sealed user is answered with the
 //! seal, a promoted one with the promotion, and nothing is appended twice.
@@ -24,7 +27,7 @@
 
 use crate::MirrorSet;
 use crate::routes::json;
-use crate::source::Source;
+use crate::source::{Source, SourceKind};
 use crate::table;
 use api::writer::{CommitError, MAX_ATTEMPTS, too_much_contention};
 use api::{ApiError, AppState, MaybeSession};
@@ -240,7 +243,9 @@ async fn promote(
     let arrived = |moves: &table::MoveRow| moves.arrived_from.as_deref() == Some(from.as_str());
     match table::get(&state.store, &user).await.map_err(db)? {
         Some(mirror) if mirror.source_key == from => {
-            if statement.from_gone {
+            if mirror.source_kind == SourceKind::Plain.as_str() {
+                last_delta(&mirror, statement.from_gone).await?;
+            } else if statement.from_gone {
                 last_verified(state, &mirror).await?;
             } else {
                 caught_up(state, &mirror, &statement.to).await?;
@@ -275,11 +280,8 @@ async fn promote(
     Ok(json(StatusCode::OK, body))
 }
 
-/// For a move from a homeserver that is gone (`seal:none`): 409 while A still answers
-/// (the user should seal there, or nothing written to A since the copy would be
-/// safe), and unless this homeserver's roots equal the last roots of A it verified
-/// (`mirrors.source_root_*`, recorded only once the copy reached them).
-async fn last_verified(state: &AppState, mirror: &table::MirrorRow) -> Result<(), ApiError> {
+/// 409 while A still answers at all (a move that says A is gone, `seal:none`).
+async fn gone(mirror: &table::MirrorRow, instead: &str) -> Result<(), ApiError> {
     let asked = reqwest::Client::new()
         .get(format!("{}/move/{}", mirror.source_url, mirror.user))
         .timeout(Duration::from_secs(5))
@@ -289,11 +291,73 @@ async fn last_verified(state: &AppState, mirror: &table::MirrorRow) -> Result<()
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
-                "{} answers at {}: it is not gone; seal the account there (a statement without seal:none)",
+                "{} answers at {}: it is not gone; {instead}",
                 mirror.source_key, mirror.source_url
             ),
         ));
     }
+    Ok(())
+}
+
+/// For a move from a plain homeserver (not ours: no seal there, docs/move.md): 409
+/// with `Retry-After` until the first copy is done and the mirror has applied every
+/// event of the user that A has. The command published the user's record naming
+/// this homeserver before asking, so what A still takes comes from clients with a
+/// stale record, and what it took up to now is copied. With `gone` (A gone too), only
+/// that A does not answer: the copy is taken as it is.
+async fn last_delta(mirror: &table::MirrorRow, gone_too: bool) -> Result<(), ApiError> {
+    if gone_too {
+        return gone(
+            mirror,
+            "leave out --from-gone: its last changes are then copied",
+        )
+        .await;
+    }
+    let not_yet =
+        |text: String| ApiError::retry_after(StatusCode::CONFLICT, text, PROMOTE_RETRY_SECS);
+    if mirror.last_sync_us.is_none() || mirror.state != "following" {
+        return Err(not_yet(format!(
+            "the first copy from {} is not done yet ({})",
+            mirror.source_url, mirror.state
+        )));
+    }
+    let key = PublicKey::try_from(mirror.source_key.as_str())
+        .map_err(|_| ApiError::Unavailable("a mirror with an invalid source key".into()))?;
+    let source = Source::new(
+        reqwest::Client::new(),
+        &mirror.source_url,
+        key,
+        &mirror.user,
+        mirror.read_token.clone(),
+    )
+    .with_kind(SourceKind::Plain);
+    let behind = source
+        .events_after(mirror.cursor, 1000)
+        .await
+        .map_err(|e| {
+            not_yet(format!(
+                "the homeserver the user leaves does not answer: {e}"
+            ))
+        })?;
+    if behind > 0 {
+        return Err(not_yet(format!(
+            "{behind} events of the user at {} are not copied here yet",
+            mirror.source_url
+        )));
+    }
+    Ok(())
+}
+
+/// For a move from a homeserver that is gone (`seal:none`): 409 while A still answers
+/// (the user should seal there, or nothing written to A since the copy would be
+/// safe), and unless this homeserver's roots equal the last roots of A it verified
+/// (`mirrors.source_root_*`, recorded only once the copy reached them).
+async fn last_verified(state: &AppState, mirror: &table::MirrorRow) -> Result<(), ApiError> {
+    gone(
+        mirror,
+        "seal the account there (a statement without seal:none)",
+    )
+    .await?;
     let trees = [
         (false, &mirror.source_root_pub),
         (true, &mirror.source_root_priv),

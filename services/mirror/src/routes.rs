@@ -7,7 +7,7 @@
 //! `DELETE /mirrors/<user>`. Both ways of adding end in [`add`].
 
 use crate::MirrorSet;
-use crate::source::{self, Source};
+use crate::source::{self, Source, SourceKind};
 use crate::table::{self, MirrorRow, NewMirror};
 use api::{ApiError, AppState};
 use axum::extract::{Path, State};
@@ -64,6 +64,11 @@ pub struct AddRequest {
     /// user; absent: the public tree only.
     #[serde(default)]
     pub read_token: Option<String>,
+    /// `merkle` (a homeserver of ours) or `plain` (any Pubky homeserver: listings and
+    /// `/events-stream` only); absent: asked of the source (ours answers the user's
+    /// signed root, others do not).
+    #[serde(default)]
+    pub source_kind: Option<String>,
 }
 
 /// Records a mirror (new, or its source or grant changed) and starts it in this
@@ -76,17 +81,51 @@ pub async fn add(
 ) -> Result<MirrorRow, ApiError> {
     let user = parse_user(&request.user)?.to_z32();
     let url = url_of(&request.source)?;
-    let key = match &request.source_key {
-        Some(text) => PublicKey::try_from(text.as_str())
-            .map_err(|_| ApiError::bad_request("Invalid source_key"))?,
-        None => source::discover_key(&reqwest::Client::new(), &url, &user)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("Cannot read the user's signed root at {url}: {e}"),
-                )
-            })?,
+    let given = match &request.source_key {
+        Some(text) => Some(
+            PublicKey::try_from(text.as_str())
+                .map_err(|_| ApiError::bad_request("Invalid source_key"))?,
+        ),
+        None => None,
+    };
+    let forced = match request.source_kind.as_deref() {
+        None => None,
+        Some(text) => Some(SourceKind::parse(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "`source_kind` is `merkle` (ours) or `plain` (any Pubky homeserver)",
+            )
+        })?),
+    };
+    let unreadable = |e: source::SourceError| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("Cannot read the user's signed root at {url}: {e}"),
+        )
+    };
+    let (kind, key) = match (forced, given) {
+        // Nothing to ask of the source.
+        (Some(kind), Some(key)) => (kind, key),
+        (forced, given) => {
+            let http = reqwest::Client::new();
+            let (found, signer) = source::discover(&http, &url, &user)
+                .await
+                .map_err(unreadable)?;
+            let kind = forced.unwrap_or(found);
+            match (kind, given.or(signer)) {
+                (_, Some(key)) => (kind, key),
+                (SourceKind::Plain, None) => {
+                    return Err(ApiError::bad_request(
+                        "The source signs no roots (not a homeserver of ours), so its key cannot \
+                         be read from it: give `source_key`",
+                    ));
+                }
+                (SourceKind::Merkle, None) => {
+                    return Err(unreadable(source::SourceError::Refused(
+                        "it answers no signed root: add it with `source_kind: plain`".into(),
+                    )));
+                }
+            }
+        }
     };
     if key == state.config.public_key {
         return Err(ApiError::bad_request(
@@ -107,6 +146,7 @@ pub async fn add(
         user: user.clone(),
         source_url: url,
         source_key: key.to_z32(),
+        source_kind: kind.as_str(),
         read_token: request.read_token.filter(|t| !t.is_empty()),
         started_by,
     };
@@ -172,15 +212,21 @@ pub async fn status_json(state: &AppState, set: &MirrorSet, row: &MirrorRow) -> 
             lag
         }
     };
+    // A plain source signs no roots: there is none to show, not a guessed one.
+    let source_roots = match SourceKind::parse(&row.source_kind) {
+        Some(SourceKind::Plain) => serde_json::Value::Null,
+        _ => serde_json::json!({ "pub": row.source_root_pub, "priv": row.source_root_priv }),
+    };
     serde_json::json!({
         "user": row.user,
         "source": row.source_url,
+        "source_kind": row.source_kind,
         "primary": row.source_key,
         "started_by": row.started_by,
         "state": row.state,
         "private": row.read_token.is_some(),
         "local_roots": { "pub": local_pub, "priv": local_priv },
-        "source_roots": { "pub": row.source_root_pub, "priv": row.source_root_priv },
+        "source_roots": source_roots,
         "cursor": row.cursor,
         "source_seq": row.source_seq,
         "lag_events": lag,
@@ -250,6 +296,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Response {
                 .map(|r| {
                     serde_json::json!({
                         "user": r.user, "source": r.source_url, "primary": r.source_key,
+                        "source_kind": r.source_kind,
                         "state": r.state, "cursor": r.cursor, "private": r.read_token.is_some(),
                         "started_by": r.started_by, "last_error": r.last_error,
                     })
@@ -261,8 +308,8 @@ pub(crate) async fn list(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `POST /mirrors` (admin): `{user, source, source_key?, read_token?}`.
-#[utoipa::path(post, path = "/mirrors", operation_id = "add_mirror", tag = "admin", request_body(content = serde_json::Value, description = "`{user, source, source_key?, read_token?}`", content_type = "application/json"), responses((status = 201, description = "added (or changed): the mirror's status", content_type = "application/json"), (status = 400, description = "an invalid user, source or key"), (status = 401, description = "no or a wrong admin password"), (status = 502, description = "the source does not answer with the user's signed root")))]
+/// `POST /mirrors` (admin): `{user, source, source_key?, read_token?, source_kind?}`.
+#[utoipa::path(post, path = "/mirrors", operation_id = "add_mirror", tag = "admin", request_body(content = serde_json::Value, description = "`{user, source, source_key?, read_token?, source_kind?}`", content_type = "application/json"), responses((status = 201, description = "added (or changed): the mirror's status", content_type = "application/json"), (status = 400, description = "an invalid user, source or key"), (status = 401, description = "no or a wrong admin password"), (status = 502, description = "the source does not answer with the user's signed root")))]
 pub(crate) async fn admin_add(
     State(state): State<AppState>,
     Extension(set): Extension<MirrorSet>,
@@ -308,6 +355,8 @@ pub(crate) struct SignedRequest {
     source_key: Option<String>,
     #[serde(default)]
     read_token: Option<String>,
+    #[serde(default)]
+    source_kind: Option<String>,
 }
 
 /// The statement a user signs to start (`add`) or stop (`remove`) a mirror of their
@@ -324,8 +373,8 @@ pub fn request_statement(
     )
 }
 
-/// `POST /mirror/<user>`: `{statement, signature, source_key?, read_token?}`.
-#[utoipa::path(post, path = "/mirror/{user}", operation_id = "request_mirror", tag = "mirror", params(("user" = String, Path, description = "the user's public key (z-base-32)")), request_body(content = serde_json::Value, description = "`{statement, signature, source_key?, read_token?}`: a `pubky-mirror-request/1` statement signed by the user (docs/mirror.md)", content_type = "application/json"), responses((status = 201, description = "added: the mirror's status", content_type = "application/json"), (status = 204, description = "removed"), (status = 400, description = "a malformed statement"), (status = 401, description = "not signed by the user"), (status = 403, description = "about another user or homeserver, or out of the time window")))]
+/// `POST /mirror/<user>`: `{statement, signature, source_key?, read_token?, source_kind?}`.
+#[utoipa::path(post, path = "/mirror/{user}", operation_id = "request_mirror", tag = "mirror", params(("user" = String, Path, description = "the user's public key (z-base-32)")), request_body(content = serde_json::Value, description = "`{statement, signature, source_key?, read_token?, source_kind?}`: a `pubky-mirror-request/1` statement signed by the user (docs/mirror.md)", content_type = "application/json"), responses((status = 201, description = "added: the mirror's status", content_type = "application/json"), (status = 204, description = "removed"), (status = 400, description = "a malformed statement"), (status = 401, description = "not signed by the user"), (status = 403, description = "about another user or homeserver, or out of the time window")))]
 pub(crate) async fn user_request(
     State(state): State<AppState>,
     Extension(set): Extension<MirrorSet>,
@@ -374,6 +423,7 @@ pub(crate) async fn user_request(
                     source: field("source").to_owned(),
                     source_key: body.source_key,
                     read_token: body.read_token,
+                    source_kind: body.source_kind,
                 };
                 let row = add(&state, &set, request, "user").await?;
                 Ok(json(

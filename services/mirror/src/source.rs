@@ -1,5 +1,10 @@
 //! The primary homeserver as the mirror sees it: its signed roots, its Merkle diff and
-//! node routes, file reads and its live event stream, over plain HTTP.
+//! node routes, file reads, listings and its live event stream, over plain HTTP.
+//!
+//! Two kinds of primary ([`SourceKind`]): one of ours, read through its signed roots
+//! and diffs, and any other Pubky homeserver (the reference one among them), read
+//! through the routes every Pubky homeserver has: listings, file reads and
+//! `/events-stream` (`crate::plain`).
 //!
 //! Nothing the primary answers is taken on trust: a root statement must carry a valid
 //! signature of the primary's key ([`Source::signed_root`]), nodes are checked by their
@@ -27,6 +32,42 @@ impl From<reqwest::Error> for SourceError {
     fn from(e: reqwest::Error) -> Self {
         SourceError::Unreachable(e.to_string())
     }
+}
+
+/// How the mirror reads its primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A homeserver of ours: signed roots, diffs, node routes, roots on its stream.
+    Merkle,
+    /// Any Pubky homeserver: listings, file reads and `/events-stream` only.
+    Plain,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Merkle => "merkle",
+            SourceKind::Plain => "plain",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SourceKind> {
+        match text {
+            "merkle" => Some(SourceKind::Merkle),
+            "plain" => Some(SourceKind::Plain),
+            _ => None,
+        }
+    }
+}
+
+/// What a file read found.
+pub enum Remote {
+    /// The primary has no such file (deleted since it was listed or announced).
+    Missing,
+    /// The primary's ETag is the one asked about: the copy here is current.
+    Unchanged,
+    /// The content type and the response, whose body is the content.
+    Body(String, reqwest::Response),
 }
 
 /// A root the primary signed, checked.
@@ -69,28 +110,44 @@ pub struct Source {
     pub key: PublicKey,
     pub user: String,
     token: Option<String>,
+    pub kind: SourceKind,
 }
 
 /// How long one request to the primary may take (a file's body excepted: it streams).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The primary's key as the signer of the user's public root (`GET /merkle/<user>/root`):
-/// what a mirror added without an explicit key pins (trust on first use).
-pub async fn discover_key(
+/// What the primary is: one of ours answers the user's signed root
+/// (`GET /merkle/<user>/root`) and its signer is the key a mirror added without an
+/// explicit one pins (trust on first use); any other Pubky homeserver answers that
+/// route with a 4xx (the reference: 400, no tenant in the `Host`), so it is a plain
+/// source, whose key only the operator or the user can give.
+pub async fn discover(
     http: &reqwest::Client,
     url: &str,
     user: &str,
-) -> Result<PublicKey, SourceError> {
+) -> Result<(SourceKind, Option<PublicKey>), SourceError> {
     let base = url.trim_end_matches('/');
     let response = http
         .get(format!("{base}/merkle/{user}/root"))
         .timeout(REQUEST_TIMEOUT)
         .send()
         .await?;
-    let body = json_body(response, "its signed root").await?;
-    let signer = body["signer"].as_str().unwrap_or_default();
-    PublicKey::try_from(signer)
-        .map_err(|e| SourceError::Refused(format!("the primary's key `{signer}`: {e}")))
+    let status = response.status();
+    if status.is_server_error() {
+        return Err(SourceError::Unreachable(format!(
+            "its signed root: {status}"
+        )));
+    }
+    if !status.is_success() {
+        return Ok((SourceKind::Plain, None));
+    }
+    let body: Option<serde_json::Value> = response.json().await.ok();
+    let signer = body.as_ref().and_then(|b| b["signer"].as_str());
+    match signer.and_then(|s| PublicKey::try_from(s).ok()) {
+        Some(key) => Ok((SourceKind::Merkle, Some(key))),
+        // A 200 that is no root statement (a file of that name, say).
+        None => Ok((SourceKind::Plain, None)),
+    }
 }
 
 /// The JSON body of a 200, or the error its status means.
@@ -135,7 +192,14 @@ impl Source {
             key,
             user: user.to_owned(),
             token,
+            kind: SourceKind::Merkle,
         }
+    }
+
+    /// The same source read as `kind`.
+    pub fn with_kind(mut self, kind: SourceKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// Whether the user gave this mirror a read grant for `/priv/`.
@@ -294,12 +358,31 @@ impl Source {
         &self,
         path: &str,
     ) -> Result<Option<(String, reqwest::Response)>, SourceError> {
+        Ok(match self.file_since(path, None).await? {
+            Remote::Body(content_type, response) => Some((content_type, response)),
+            Remote::Missing | Remote::Unchanged => None,
+        })
+    }
+
+    /// A file read, conditional on `held` (the hash of the copy here, sent as
+    /// `If-None-Match`: a 304 costs no body).
+    pub async fn file_since(&self, path: &str, held: Option<&Hash>) -> Result<Remote, SourceError> {
         let encoded = percent_encoding::utf8_percent_encode(path, PATH_SET);
         let url = format!("{}/storage/{}{}", self.base, self.user, encoded);
-        let response = self.get(url).send().await?;
+        let mut request = self.get(url);
+        if let Some(hash) = held {
+            request = request.header(
+                reqwest::header::IF_NONE_MATCH,
+                blobs::BlobHash(*hash).etag(),
+            );
+        }
+        let response = request.send().await?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
+            return Ok(Remote::Missing);
+        }
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(Remote::Unchanged);
         }
         if status.is_server_error() {
             return Err(SourceError::Unreachable(format!("GET {path}: {status}")));
@@ -315,7 +398,75 @@ impl Source {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_owned();
-        Ok(Some((content_type, response)))
+        Ok(Remote::Body(content_type, response))
+    }
+
+    /// One page of the deep listing of the user's `/pub/` (or `/priv/`), after the
+    /// path `after` (exclusive), in the primary's (byte) order: the paths.
+    pub async fn list(
+        &self,
+        private: bool,
+        after: Option<&str>,
+        limit: u16,
+    ) -> Result<Vec<String>, SourceError> {
+        let tree = Self::tree(private);
+        let mut url = format!("{}/storage/{}/{tree}/?limit={limit}", self.base, self.user);
+        if let Some(after) = after {
+            let cursor = format!("{}{after}", self.user);
+            let cursor = percent_encoding::utf8_percent_encode(&cursor, PATH_SET);
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let response = self.get(url).timeout(REQUEST_TIMEOUT).send().await?;
+        let status = response.status();
+        // "Directory Not Found": the tree is empty.
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if status.is_server_error() {
+            return Err(SourceError::Unreachable(format!(
+                "listing /{tree}/: {status}"
+            )));
+        }
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(SourceError::Refused(format!(
+                "the primary refused the listing of /{tree}/: {status} {text}"
+            )));
+        }
+        let prefix = format!("pubky://{}", self.user);
+        let text = response.text().await?;
+        Ok(text
+            .lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter(|path| !path.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The sequence of the user's newest event at the primary (0: none yet), read
+    /// backwards from its `/events-stream`: where a copy by listing starts following.
+    pub async fn newest_seq(&self) -> Result<u64, SourceError> {
+        let mut url = format!(
+            "{}/events-stream?user={}&reverse=true&limit=1&path=/pub/",
+            self.base, self.user
+        );
+        if self.token.is_some() {
+            url.push_str("&path=/priv/");
+        }
+        let response = self.get(url).timeout(REQUEST_TIMEOUT).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(if status.is_server_error() {
+                SourceError::Unreachable(format!("events-stream: {status}"))
+            } else {
+                SourceError::Refused(format!(
+                    "the primary refused its event stream: {status} {text}"
+                ))
+            });
+        }
+        let text = response.text().await?;
+        Ok(cursors(&text).max().unwrap_or(0))
     }
 
     /// The user's live event stream after `cursor`, with Merkle roots; private paths
@@ -325,8 +476,13 @@ impl Source {
         cursor: u64,
     ) -> Result<impl futures::Stream<Item = Result<StreamEvent, SourceError>> + use<>, SourceError>
     {
+        // Roots are ours only: a plain source is not asked for them.
+        let roots = match self.kind {
+            SourceKind::Merkle => "&merkle_roots=true",
+            SourceKind::Plain => "",
+        };
         let mut url = format!(
-            "{}/events-stream?user={}:{cursor}&live=true&merkle_roots=true&path=/pub/",
+            "{}/events-stream?user={}:{cursor}&live=true{roots}&path=/pub/",
             self.base, self.user
         );
         if self.token.is_some() {
@@ -365,8 +521,17 @@ impl Source {
             )));
         }
         let text = response.text().await?;
-        Ok(text.lines().filter(|l| l.starts_with("id: ")).count() as u64)
+        let mut seqs: Vec<u64> = cursors(&text).collect();
+        seqs.dedup();
+        Ok(seqs.len() as u64)
     }
+}
+
+/// The `cursor:` of each frame of an SSE body (a log event of ours may be several
+/// frames with one cursor; the reference's frames have no `id:` line).
+fn cursors(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: cursor: ")?.trim().parse().ok())
 }
 
 /// Characters of a path sent as they are: the path's own `/` and unreserved ones.

@@ -41,10 +41,10 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    fn local(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn local(e: impl std::fmt::Display) -> Self {
         SyncError::Local(e.to_string())
     }
-    fn refused(text: String) -> Self {
+    pub(crate) fn refused(text: String) -> Self {
         SyncError::Source(SourceError::Refused(text))
     }
 }
@@ -202,20 +202,7 @@ impl Mirror<'_> {
         if claimed.is_some_and(|c| c.0 != *expected) {
             return Ok(Fetched::Changed);
         }
-        let body = response
-            .bytes_stream()
-            .map(|chunk| chunk.map_err(std::io::Error::other));
-        let stored = self
-            .state
-            .blobs
-            .put_stream(body, None, path)
-            .await
-            .map_err(|e| match e {
-                blobs::PutError::Body(e) => SyncError::Source(SourceError::Unreachable(format!(
-                    "GET {path} broke off: {e}"
-                ))),
-                other => SyncError::local(other),
-            })?;
+        let stored = self.store_body(path, response).await?;
         if stored.hash.0 != *expected {
             return Err(SyncError::refused(format!(
                 "refused {path} from the primary: its content does not match its hash {} in \
@@ -225,6 +212,28 @@ impl Mirror<'_> {
             )));
         }
         Ok(Fetched::Stored(content_type, stored.size))
+    }
+
+    /// Streams a file's body from the primary into the blob store; a body that
+    /// breaks off is the primary's failure (retried), a store that fails is ours.
+    pub(crate) async fn store_body(
+        &self,
+        path: &str,
+        response: reqwest::Response,
+    ) -> Result<blobs::StoredBlob, SyncError> {
+        let body = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        self.state
+            .blobs
+            .put_stream(body, None, path)
+            .await
+            .map_err(|e| match e {
+                blobs::PutError::Body(e) => SyncError::Source(SourceError::Unreachable(format!(
+                    "GET {path} broke off: {e}"
+                ))),
+                other => SyncError::local(other),
+            })
     }
 
     /// The differences between the local tree and the primary's: one round trip from a

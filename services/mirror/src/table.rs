@@ -11,6 +11,8 @@ pub struct MirrorRow {
     pub user: String,
     pub source_url: String,
     pub source_key: String,
+    /// How the primary is read: [`crate::source::SourceKind`] as text.
+    pub source_kind: String,
     pub read_token: Option<String>,
     pub started_by: String,
     pub state: String,
@@ -31,6 +33,7 @@ pub struct NewMirror {
     pub user: String,
     pub source_url: String,
     pub source_key: String,
+    pub source_kind: &'static str,
     pub read_token: Option<String>,
     pub started_by: &'static str,
 }
@@ -48,6 +51,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<MirrorRow, sqlx::Error> {
         user: row.try_get("user_key")?,
         source_url: row.try_get("source_url")?,
         source_key: row.try_get("source_key")?,
+        source_kind: row.try_get("source_kind")?,
         read_token: row.try_get("read_token")?,
         started_by: row.try_get("started_by")?,
         state: row.try_get("state")?,
@@ -63,7 +67,8 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<MirrorRow, sqlx::Error> {
     })
 }
 
-const COLUMNS: &str = "user_key, source_url, source_key, read_token, started_by, state, cursor,
+const COLUMNS: &str =
+    "user_key, source_url, source_key, source_kind, read_token, started_by, state, cursor,
     source_root_pub, source_root_priv, source_seq, events_applied, last_error, last_error_us,
     last_sync_us, created_us";
 
@@ -71,14 +76,18 @@ const COLUMNS: &str = "user_key, source_url, source_key, read_token, started_by,
 /// checkpoint is kept when the source stays the same). True when it is new.
 pub async fn upsert(store: &Store, new: &NewMirror) -> Result<bool, sqlx::Error> {
     let inserted: bool = sqlx::query_scalar(
-        "INSERT INTO mirrors (user_key, source_url, source_key, read_token, started_by, created_us)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO mirrors (user_key, source_url, source_key, read_token, started_by, created_us,
+                              source_kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (user_key) DO UPDATE SET
             read_token = COALESCE(EXCLUDED.read_token, mirrors.read_token),
             cursor = CASE WHEN mirrors.source_key = EXCLUDED.source_key
                           THEN mirrors.cursor ELSE 0 END,
+            last_sync_us = CASE WHEN mirrors.source_key = EXCLUDED.source_key
+                          THEN mirrors.last_sync_us END,
             source_url = EXCLUDED.source_url,
             source_key = EXCLUDED.source_key,
+            source_kind = EXCLUDED.source_kind,
             last_error = NULL
          RETURNING (xmax = 0)",
     )
@@ -88,6 +97,7 @@ pub async fn upsert(store: &Store, new: &NewMirror) -> Result<bool, sqlx::Error>
     .bind(&new.read_token)
     .bind(new.started_by)
     .bind(i(api::now_micros()))
+    .bind(new.source_kind)
     .fetch_one(store.pool())
     .await?;
     Ok(inserted)
@@ -183,6 +193,30 @@ pub async fn synced(
     .bind(roots.0)
     .bind(roots.1)
     .bind(i(seq))
+    .bind(i(applied))
+    .bind(i(api::now_micros()))
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+/// A walk of a plain source's listings (`crate::plain`) completed: the stream is
+/// followed from `cursor`, the primary's newest event before the walk began. No
+/// source root is recorded: a plain source signs none.
+pub async fn listed(
+    store: &Store,
+    user: &str,
+    cursor: u64,
+    applied: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE mirrors SET cursor = GREATEST(cursor, $2), source_seq = GREATEST(source_seq, $2),
+            events_applied = events_applied + $3, last_sync_us = $4,
+            state = 'following', last_error = NULL
+         WHERE user_key = $1",
+    )
+    .bind(user)
+    .bind(i(cursor))
     .bind(i(applied))
     .bind(i(api::now_micros()))
     .execute(store.pool())

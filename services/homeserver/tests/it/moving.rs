@@ -137,7 +137,7 @@ async fn start_b() -> TestServer {
 }
 
 /// A bearer session of `user` at `server` with every capability (as signing in there).
-async fn session_at(server: &TestServer, user: &Keypair) -> String {
+pub(crate) async fn session_at(server: &TestServer, user: &Keypair) -> String {
     let token = domain::secret::BearerToken::from_random(rand::random());
     let last = server
         .server
@@ -429,6 +429,8 @@ async fn a_quota_at_b_too_small_for_the_user_is_reported_before_anything_moves()
         state_file: None,
         step_timeout: Duration::from_secs(30),
         from_gone: false,
+        from_key: None,
+        from_plain: false,
     };
     let refused = homeserver::move_cli::run(&homeserver::config::Config::default(), args)
         .await
@@ -529,6 +531,8 @@ async fn when_a_is_gone_b_takes_over_from_its_mirror_checked_against_the_last_ro
         state_file: None,
         step_timeout: Duration::from_secs(60),
         from_gone: true,
+        from_key: None,
+        from_plain: false,
     };
     homeserver::move_cli::run(&config, args)
         .await
