@@ -439,15 +439,51 @@ impl EventLog {
         Ok(last)
     }
 
-    /// The sequence of the last event in the whole log (0 when empty).
+    /// The sequence of the last event in the whole log (0 when empty): one
+    /// stream-info request.
     pub async fn head(&self) -> Result<EventSeq, LogError> {
-        let mut stream = self
+        let stream = self
             .js
-            .get_stream(&self.config.stream)
+            .get_stream_no_info(&self.config.stream)
             .await
             .map_err(unavailable)?;
-        let info = stream.info().await.map_err(unavailable)?;
+        let info = stream.get_info().await.map_err(unavailable)?;
         Ok(EventSeq(info.state.last_sequence))
+    }
+
+    /// The sequence of `user`'s last event, files and account alike (0 when none):
+    /// what a read of the user's data must see to include every write of theirs that
+    /// was answered. Asked of the stream's leader (not a direct get, which a follower
+    /// may answer from behind), one request per subject family, concurrently.
+    pub async fn user_last_seq(&self, user: &domain::PublicKey) -> Result<EventSeq, LogError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.config.stream)
+            .await
+            .map_err(unavailable)?;
+        let prefix = &self.config.subject_prefix;
+        let last = |family| {
+            let stream = &stream;
+            let subject = concurrency_subject(prefix, family, user);
+            async move {
+                match stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(message) => Ok(message.sequence),
+                    Err(e)
+                        if e.kind()
+                            == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                    {
+                        Ok(0)
+                    }
+                    Err(e) => Err(unavailable(e)),
+                }
+            }
+        };
+        let (files, account) = futures::future::try_join(
+            last(domain::event::SubjectFamily::Files),
+            last(domain::event::SubjectFamily::Account),
+        )
+        .await?;
+        Ok(EventSeq(files.max(account)))
     }
 
     /// The event at `seq` (a direct get: the stream allows them), e.g. to tell how old

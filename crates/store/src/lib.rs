@@ -21,6 +21,7 @@ pub mod merkle_gc;
 mod moves;
 pub mod progress;
 pub mod projection;
+pub mod replica;
 pub mod reseed;
 pub mod streams;
 pub mod users;
@@ -33,6 +34,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use progress::Progress;
+pub use replica::ReadReplica;
 
 /// The projections' migrations, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -88,6 +90,25 @@ impl Store {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
+        Ok(Store {
+            pool,
+            schema: schema.to_string(),
+            maintain_merkle: true,
+        })
+    }
+
+    /// A streaming replica's projections in `schema`, connecting lazily: a replica
+    /// that is down at start delays nothing (reads go to the primary until it answers,
+    /// see [`replica`]). No migrations: a standby replays the primary's.
+    pub fn connect_replica(url: &str, max_connections: u32, schema: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?
+            .options([("search_path", schema)])
+            .application_name("pubky-homeserver-reads");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .idle_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
         Ok(Store {
             pool,
             schema: schema.to_string(),

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::process::Command;
 
-/// A running cluster; stopped (immediately) and removed on drop.
+/// A running cluster (or a replica of one: [`PgCluster::replica`]); stopped
+/// (immediately) and removed on drop.
 pub struct PgCluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
@@ -44,6 +45,44 @@ impl PgCluster {
         .await;
         cluster.start_server().await;
         cluster
+    }
+
+    /// A streaming replica of this cluster (a hot standby: read-only, replaying the
+    /// primary's WAL), from a base backup (`pg_basebackup -R`, with an immediate
+    /// checkpoint: a spread one takes minutes), started on a port of its own. The
+    /// primary's defaults allow it: `wal_level = replica`, WAL senders, and initdb's
+    /// trust entries for replication connections from loopback. Pause its replay with
+    /// `SELECT pg_wal_replay_pause()` on it (`pg_wal_replay_resume()`).
+    pub async fn replica(&self) -> PgCluster {
+        let dir = tempfile::tempdir().expect("tempdir for the replica");
+        if is_root() {
+            run(Command::new("chown").arg("postgres:").arg(dir.path())).await;
+        }
+        let replica = PgCluster {
+            bin: self.bin.clone(),
+            dir,
+            port: crate::free_port(),
+        };
+        run(replica
+            .as_owner("pg_basebackup")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "-c",
+                "fast",
+                "-p",
+            ])
+            .arg(self.port.to_string())
+            .arg("-D")
+            .arg(replica.data()))
+        .await;
+        replica.start_server().await;
+        replica
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`: the admin URL for

@@ -8,6 +8,11 @@
 //!   with `Retry-After` and a body naming what is down. Each probe also sets
 //!   `dependency_up{dependency=…}`. Nothing is cached: when a dependency returns, the
 //!   next probe says so, without a restart.
+//! * With a read replica (`read_database_url`), `/readyz` also probes it, but a
+//!   replica that does not answer leaves the service ready: reads then go to the
+//!   primary (see [`crate::reads`]), so taking the service out of rotation would only
+//!   lose capacity. The body says so (`ready (degraded: …)`), `dependency_up{dependency=
+//!   "postgres_replica"}` is 0, and a warning is logged.
 //! * The metrics listener (`metrics_listen`) serves `GET /metrics` (Prometheus text,
 //!   unauthenticated, as the reference) next to `/healthz` and `/readyz`, so a process
 //!   without a client listener (the projector) can be probed too.
@@ -68,7 +73,12 @@ struct Inner {
     dependencies: Vec<Dependency>,
     /// Log and projections whose distance is reported as projector lag.
     projection: Option<(log::EventLog, store::Store)>,
+    /// The read replica, probed but not required (see the module docs).
+    replica: Option<store::ReadReplica>,
 }
+
+/// The `dependency` label of the read replica.
+pub const REPLICA: &str = "postgres_replica";
 
 /// The health of one service: its dependencies, and the gauges sampled at scrape.
 #[derive(Clone)]
@@ -83,6 +93,7 @@ impl Health {
                 metrics,
                 dependencies,
                 projection: None,
+                replica: None,
             }),
         }
     }
@@ -93,10 +104,37 @@ impl Health {
             metrics: self.inner.metrics.clone(),
             dependencies: self.inner.dependencies.clone(),
             projection: Some((log, store)),
+            replica: self.inner.replica.clone(),
         };
         Health {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Also probe `replica` (without requiring it) and report its lag at scrape.
+    pub fn with_replica(self, replica: store::ReadReplica) -> Self {
+        let inner = Inner {
+            metrics: self.inner.metrics.clone(),
+            dependencies: self.inner.dependencies.clone(),
+            projection: self.inner.projection.clone(),
+            replica: Some(replica),
+        };
+        Health {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Whether the read replica answers (`None` without one); sets its gauge.
+    async fn replica_up(&self) -> Option<bool> {
+        let replica = self.inner.replica.as_ref()?;
+        let up = tokio::time::timeout(PROBE_TIMEOUT, replica.store().ping())
+            .await
+            .unwrap_or(false);
+        self.inner.metrics.set_dependency_up(REPLICA, up);
+        if !up {
+            tracing::warn!("the read replica does not answer: reads go to the primary");
+        }
+        Some(up)
     }
 
     /// The usual health of a service with `AppState`: Postgres and NATS, with the
@@ -160,6 +198,25 @@ impl Health {
             self.inner.metrics.set_projector_lag(lag, seconds);
             self.inner.metrics.set_storage_used_bytes(used);
         }
+        self.sample_replica_lag(store).await;
+    }
+
+    /// `replica_lag_events`: the primary's watermark minus the replica's.
+    async fn sample_replica_lag(&self, primary: &store::Store) {
+        let Some(replica) = &self.inner.replica else {
+            return;
+        };
+        if self.replica_up().await != Some(true) {
+            return;
+        }
+        let sampled = async {
+            let ahead = primary.watermark().await.ok()?;
+            let behind = replica.watermark().await.ok()?;
+            Some(ahead.0.saturating_sub(behind.0))
+        };
+        if let Ok(Some(lag)) = tokio::time::timeout(PROBE_TIMEOUT, sampled).await {
+            self.inner.metrics.set_replica_lag(lag);
+        }
     }
 
     /// The text of a mismatch between the log and the projections, when this process
@@ -188,9 +245,16 @@ impl Health {
             );
             return response;
         }
-        let down = self.unavailable().await;
+        let (down, replica_up) = tokio::join!(self.unavailable(), self.replica_up());
         if down.is_empty() {
-            return (StatusCode::OK, "ready\n").into_response();
+            return match replica_up {
+                Some(false) => (
+                    StatusCode::OK,
+                    format!("ready (degraded: {REPLICA} unavailable, reads go to the primary)\n"),
+                )
+                    .into_response(),
+                _ => (StatusCode::OK, "ready\n").into_response(),
+            };
         }
         let mut response = (
             StatusCode::SERVICE_UNAVAILABLE,

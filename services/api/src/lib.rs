@@ -13,6 +13,7 @@ pub mod health;
 pub mod metrics;
 pub mod pending;
 pub mod rate_limit;
+pub mod reads;
 pub mod session;
 pub mod state;
 pub mod tenant;

@@ -59,6 +59,15 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
+/// How a read that could go to the read replica went (see [`crate::reads`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaReadLabels {
+    /// `replica` (caught up at once), `replica_waited`, or the primary's
+    /// `fallback_lag` (not caught up within `read_replica_wait_ms`),
+    /// `fallback_replica_down`, `fallback_log_down` (the target was not learned).
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DependencyLabels {
     pub dependency: &'static str,
@@ -95,6 +104,9 @@ struct Inner {
     signups: Counter,
     export_entries: Counter,
     storage_requests: Family<StorageLabels, Counter>,
+    replica_reads: Family<ReplicaReadLabels, Counter>,
+    replica_wait_seconds: Histogram,
+    replica_lag_events: Gauge,
 }
 
 /// The metrics of one process. Cheap to clone.
@@ -141,6 +153,10 @@ impl Metrics {
             signups: Counter::default(),
             export_entries: Counter::default(),
             storage_requests: Family::default(),
+            replica_reads: Family::default(),
+            // 1 ms to ~4 s: replay lag is milliseconds, the wait is bounded (2 s).
+            replica_wait_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+            replica_lag_events: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -223,6 +239,21 @@ impl Metrics {
             "Requests that reached a storage route with a resolved owner",
             inner.storage_requests.clone(),
         );
+        registry.register(
+            "replica_reads",
+            "Reads that could go to the read replica, by outcome (replica, replica_waited, fallback_lag, fallback_replica_down, fallback_log_down)",
+            inner.replica_reads.clone(),
+        );
+        registry.register(
+            "replica_wait_seconds",
+            "How long reads waited for the read replica, until it replayed their writes or they fell back to the primary (reads that waited at all)",
+            inner.replica_wait_seconds.clone(),
+        );
+        registry.register(
+            "replica_lag_events",
+            "The primary's projection watermark minus the read replica's (sampled at scrape)",
+            inner.replica_lag_events.clone(),
+        );
         let inner = Inner { registry, ..inner };
         Metrics {
             inner: Arc::new(inner),
@@ -289,6 +320,25 @@ impl Metrics {
     pub fn export_page(&self, entries: u64, bytes: u64) {
         self.inner.export_entries.inc_by(entries);
         self.inner.blob_bytes_read.inc_by(bytes);
+    }
+
+    /// One read that could go to the replica, and how long it waited for it.
+    pub fn replica_read(&self, outcome: &'static str, waited: std::time::Duration) {
+        self.inner
+            .replica_reads
+            .get_or_create(&ReplicaReadLabels { outcome })
+            .inc();
+        if !waited.is_zero() {
+            self.inner
+                .replica_wait_seconds
+                .observe(waited.as_secs_f64());
+        }
+    }
+
+    pub fn set_replica_lag(&self, events: u64) {
+        self.inner
+            .replica_lag_events
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
     }
 
     pub fn set_dependency_up(&self, dependency: &'static str, up: bool) {

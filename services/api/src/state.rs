@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub version_retention: Duration,
     /// What one grant may hold and mint (`grant-session-slots`).
     pub grant_session_slots: domain::session_slots::SlotLimits,
+    /// How long a read waits for the read replica before it reads the primary (see
+    /// [`crate::reads`]).
+    pub read_replica_wait: Duration,
 }
 
 /// Default of [`ServerConfig::version_retention`]: 30 days.
@@ -65,13 +68,19 @@ impl ServerConfig {
             root_signer: None,
             version_retention: DEFAULT_VERSION_RETENTION,
             grant_session_slots: domain::session_slots::SlotLimits::default(),
+            read_replica_wait: Duration::from_secs(2),
         }
     }
 }
 
 #[derive(Clone)]
 pub struct AppState {
+    /// The primary's projections; in a state made by [`crate::reads`] for one
+    /// read, possibly the replica's.
     pub store: store::Store,
+    /// The streaming replica reads may go to (`read_database_url`); `None` = the
+    /// primary serves every read.
+    pub replica: Option<store::ReadReplica>,
     pub log: log::EventLog,
     pub blobs: blobs::BlobStore,
     pub progress: store::Progress,
@@ -105,6 +114,7 @@ impl AppState {
         let health = crate::health::Health::new(metrics.clone(), Vec::new());
         let mut state = AppState {
             store,
+            replica: None,
             log,
             blobs,
             progress,
@@ -126,6 +136,14 @@ impl AppState {
     pub fn for_service(mut self, service: &'static str) -> Self {
         self.metrics = crate::metrics::Metrics::new(service);
         self.health = crate::health::Health::of_state(&self);
+        self
+    }
+
+    /// The same state reading through `replica` where a service asks for it (see
+    /// [`crate::reads`]); its readiness also reports the replica.
+    pub fn with_replica(mut self, replica: store::ReadReplica) -> Self {
+        self.health = self.health.clone().with_replica(replica.clone());
+        self.replica = Some(replica);
         self
     }
 

@@ -29,6 +29,8 @@ use axum::response::{IntoResponse, Response};
 #[utoipa::path(get, path = "/events/", operation_id = "events_feed", tag = "events", params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query), ("merkle_roots" = Option<bool>, Query)), responses((status = 200, description = "feed lines `PUT|DEL pubky://<user>/<path>`, then `cursor: <n>`", content_type = "text/plain"), (status = 400, description = "an invalid cursor or limit")))]
 pub async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let params = feed_params(uri.query())?;
+    // The replica once it has replayed the log as it is now (`api::reads`).
+    let state = state.reading_all().await;
     let after = match params.cursor {
         RawCursor::Seq(seq) => seq,
         RawCursor::Timestamp(us) => state

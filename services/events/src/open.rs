@@ -54,6 +54,9 @@ pub async fn open(
             "Private event streams are temporarily unavailable",
         ));
     }
+    // History from the replica once it has replayed the log as it is now (after the
+    // subscription, so it joins the live tail without a gap), else from the primary.
+    let state = &state.reading_all().await;
     let owners: Vec<String> = dedup(params.users.iter().map(|u| u.z32.clone()).collect());
     let existing = state.store.existing_users(&owners).await?;
     if existing.len() != owners.len() {

@@ -26,6 +26,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub database_max_connections: u32,
+    /// A streaming replica of `database_url` that the read-api and events services
+    /// (and `homeserver all`) read the projections from; unset = every read goes to
+    /// the primary. Writes, sessions and the admin API always use the primary.
+    pub read_database_url: Option<String>,
+    /// How long a read waits for the replica to replay the writes it must see before
+    /// it reads the primary instead (read-your-writes, see `api::reads`).
+    pub read_replica_wait_ms: u64,
     pub nats_url: String,
     pub nats_stream: String,
     pub nats_subject_prefix: String,
@@ -141,6 +148,8 @@ impl Default for Config {
             data_dir: PathBuf::from(".data/homeserver"),
             database_url: "postgres://postgres@127.0.0.1:54329/homeserver".into(),
             database_max_connections: 32,
+            read_database_url: None,
+            read_replica_wait_ms: 2000,
             nats_url: "nats://127.0.0.1:42229".into(),
             nats_stream: "HS_EVENTS".into(),
             nats_subject_prefix: "hs".into(),

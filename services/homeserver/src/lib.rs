@@ -95,6 +95,7 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
     server.projection_wait = Duration::from_millis(config.projection_wait_ms);
     server.version_retention = config.version_retention();
     server.grant_session_slots = config.grant_session_slots();
+    server.read_replica_wait = Duration::from_millis(config.read_replica_wait_ms);
     let bandwidth = |name: &str, value: &Option<String>| {
         value
             .as_deref()
@@ -119,6 +120,22 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
     )
     .await;
     Ok(state)
+}
+
+/// `state` reading through the streaming replica of `read_database_url`, when one is
+/// configured (the read-api, events and `homeserver all`; see `api::reads`). The pool
+/// connects lazily: a replica that is down at start only sends reads to the primary.
+pub fn with_read_replica(state: AppState, config: &Config) -> anyhow::Result<AppState> {
+    let Some(url) = &config.read_database_url else {
+        return Ok(state);
+    };
+    let replica = store::Store::connect_replica(url, config.database_max_connections, "public")
+        .context("read_database_url is not a valid Postgres URL")?;
+    tracing::info!(
+        wait_ms = config.read_replica_wait_ms,
+        "reads go to the read replica (read_database_url)"
+    );
+    Ok(state.with_replica(store::ReadReplica::new(replica)))
 }
 
 /// Checks that `log` is the log the projections in `store` were built from
@@ -161,7 +178,7 @@ pub async fn collect_garbage(
 pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Result<Homeserver> {
     // Before anything starts: an admin listener without a password is a refusal.
     let admin = operator::admin_settings(config)?;
-    let state = connect(config, keypair).await?;
+    let state = with_read_replica(connect(config, keypair).await?, config)?;
     let (shutdown, rx) = watch::channel(false);
     let (background_stop, background) = watch::channel(false);
     let mut tasks = Vec::new();

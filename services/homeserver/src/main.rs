@@ -444,6 +444,9 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
         )
         .with_projection(state.log.clone(), state.store.clone());
     }
+    if let Service::ReadApi | Service::Events = service {
+        state = homeserver::with_read_replica(state, &config)?;
+    }
     let _follow = state.progress.follow(&state.store).await?;
     let router = match service {
         Service::WriteApi => write_api::router(),

@@ -100,7 +100,7 @@ pub(crate) async fn export(
     };
     let private = params.private;
     let result = async {
-        let owner = owner(&state, &segment, &session, private, "/priv/").await?;
+        let (owner, state) = owner(&state, &segment, &session, private, "/priv/").await?;
         let query = PageQuery {
             private,
             cursor: params.cursor.as_deref(),

@@ -131,12 +131,19 @@ pub async fn read(
     headers: &HeaderMap,
     target: StorageTarget,
 ) -> Response {
+    let authorized = domain::authorization::authorize_read(
+        session.as_ref().map(|s| s.view()),
+        &target.owner,
+        &target.path,
+    );
+    // Only an authorized read looks anything up (`api::reads`: the replica once it
+    // has the owner's writes).
+    let state = &match authorized {
+        Ok(()) => state.reading_user(&target.owner).await,
+        Err(_) => state.clone(),
+    };
     let result = async {
-        domain::authorization::authorize_read(
-            session.as_ref().map(|s| s.view()),
-            &target.owner,
-            &target.path,
-        )?;
+        authorized?;
         if target.path.is_dir() {
             if method == Method::HEAD {
                 return Err(ApiError::not_found());

@@ -58,16 +58,17 @@ pub(crate) fn requested_tree(query: Option<&str>) -> Result<Option<bool>, ApiErr
     }
 }
 
-/// The user a request is about. For the private tree the read of `path` is authorized
-/// first, as a storage read of it would be, so a refusal is the same whether the user
-/// exists or not.
+/// The user a request is about, and the state to read their projections with (the
+/// replica once it has their writes: `api::reads`). For the private tree the read of
+/// `path` is authorized first, as a storage read of it would be, so a refusal is the
+/// same whether the user exists or not.
 pub(crate) async fn owner(
     state: &AppState,
     segment: &str,
     session: &MaybeSession,
     private: bool,
     path: &str,
-) -> Result<PublicKey, ApiError> {
+) -> Result<(PublicKey, AppState), ApiError> {
     let owner = parse_storage_owner(segment)
         .map_err(|_| ApiError::bad_request("Invalid user public key"))?;
     if private {
@@ -75,10 +76,11 @@ pub(crate) async fn owner(
             .map_err(|e| ApiError::bad_request(format!("Invalid path: {e}")))?;
         domain::authorization::authorize_read(session.0.as_ref().map(|s| s.view()), &owner, &path)?;
     }
+    let state = state.reading_user(&owner).await;
     if state.store.user(&owner).await?.is_none() {
         return Err(ApiError::not_found());
     }
-    Ok(owner)
+    Ok((owner, state))
 }
 
 /// A private tree's answers, refusals included, vary with the credentials and must not
@@ -109,7 +111,7 @@ pub(crate) async fn root(
         Err(e) => return e.into_response(),
     };
     let result = async {
-        let owner = owner(&state, &segment, &session, private, "/priv/").await?;
+        let (owner, state) = owner(&state, &segment, &session, private, "/priv/").await?;
         let root = state.store.merkle_root(&owner.to_z32(), private).await?;
         Ok::<_, ApiError>(json_response(signed_root(&state, &owner, private, root)))
     }
@@ -180,7 +182,7 @@ pub(crate) async fn node(
     };
     let result = async {
         let hash = parse_hash(&hash)?;
-        let owner = owner(&state, &segment, &session, private, "/priv/").await?;
+        let (owner, state) = owner(&state, &segment, &session, private, "/priv/").await?;
         let mut found = state
             .store
             .merkle_nodes(&owner.to_z32(), private, &[hash])
@@ -230,7 +232,7 @@ pub(crate) async fn nodes(
                 "At most {MAX_NODES_PER_REQUEST} node hashes per request"
             )));
         }
-        let owner = owner(&state, &segment, &session, private, "/priv/").await?;
+        let (owner, state) = owner(&state, &segment, &session, private, "/priv/").await?;
         let hashes: Vec<Hash> = body
             .chunks_exact(32)
             .map(|chunk| {
@@ -282,7 +284,7 @@ pub(crate) async fn proof(
                 "The path is not in the requested tree",
             ));
         }
-        let owner = owner(&state, &segment, &session, private, &path).await?;
+        let (owner, state) = owner(&state, &segment, &session, private, &path).await?;
         let (root, proof) = state.store.merkle_proof(&owner.to_z32(), &path).await?;
         let value = merkle::verify(root.root, &path, &proof)
             .map_err(|e| store::StoreError::Corrupt(format!("stored proof: {e}")))?;

@@ -67,7 +67,7 @@ pub async fn diff(
     };
     let result = async {
         // A diff of the private tree names private paths: the owner's read of `/priv/`.
-        let owner = owner(&state, &segment, &session, params.private, "/priv/").await?;
+        let (owner, state) = owner(&state, &segment, &session, params.private, "/priv/").await?;
         let user = owner.to_z32();
         let diff = state
             .store

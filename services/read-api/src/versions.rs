@@ -99,6 +99,7 @@ pub(crate) async fn versions(
                 "Versions are kept for files; this path is a directory",
             ));
         }
+        let state = state.reading_user(&target.owner).await;
         // A deleted account's history ends with its deletion: nothing of it is served.
         if state.store.user(&target.owner).await?.is_none() {
             return Err(ApiError::not_found());

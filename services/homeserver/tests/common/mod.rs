@@ -28,7 +28,11 @@ pub async fn start() -> TestServer {
 }
 
 pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
-    let env = testkit::TestEnv::new().await;
+    start_on(testkit::TestEnv::new().await, configure).await
+}
+
+/// [`start_with`] on `env` (a database on a Postgres cluster of the test's own, say).
+pub async fn start_on(env: testkit::TestEnv, configure: impl FnOnce(&mut Config)) -> TestServer {
     let data = tempfile::tempdir().expect("tempdir");
     let mut config = Config {
         data_dir: data.path().to_path_buf(),

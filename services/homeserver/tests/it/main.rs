@@ -42,6 +42,7 @@ mod private_matrix;
 mod rate_limits;
 mod readiness;
 mod recovery;
+mod replica;
 mod s3;
 mod shutdown;
 mod split;

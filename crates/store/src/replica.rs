@@ -1,0 +1,152 @@
+//! A streaming replica of the projections, for reads that scale past one Postgres.
+//!
+//! A hot standby replays the primary's WAL a little behind it. The projector moves its
+//! checkpoint in the same transaction as the events it applies, so the replica's
+//! watermark (`min(last_seq)` of the replayed checkpoints) says exactly which events
+//! its tables already show. [`ReadReplica::reach`] waits, bounded, until that watermark
+//! reaches a given log sequence: the caller names the sequence a read must see (the
+//! user's last appended event, or the log's head) and falls back to the primary when
+//! the replica does not get there in time or does not answer. What to wait for and
+//! what to count is the services' business (`api::reads`); this module only knows the
+//! replica.
+//!
+//! The replica's watermark only grows (a standby never un-replays), so the highest one
+//! seen is kept: a read whose target is already below it needs no query at all. After a
+//! failed query the replica counts as down for [`DOWN_FOR`], so that an outage costs
+//! one timeout, not one per request.
+
+use crate::{Result, Store};
+use domain::EventSeq;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The longest one watermark query may take before the replica counts as down.
+pub const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a replica that failed a query is left alone (reads go to the primary).
+pub const DOWN_FOR: Duration = Duration::from_secs(1);
+/// First and longest pause between two watermark queries while waiting: replay lag is
+/// usually a few milliseconds, so the first polls are quick.
+const FIRST_PAUSE: Duration = Duration::from_millis(2);
+const LONGEST_PAUSE: Duration = Duration::from_millis(50);
+
+/// Where a read can go, as [`ReadReplica::reach`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// The replica shows every event up to the target; `waited` is zero when it did
+    /// already at the first look.
+    Replica { waited: Duration },
+    /// The replica did not replay up to the target within the bound.
+    Behind,
+    /// The replica did not answer (or was found down less than [`DOWN_FOR`] ago).
+    Unavailable,
+}
+
+/// A streaming replica's projections and what is known of its progress. Cheap to clone.
+#[derive(Clone)]
+pub struct ReadReplica {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    /// The highest watermark seen on the replica.
+    applied: AtomicU64,
+    /// Until when the replica is left alone after a failure.
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl ReadReplica {
+    pub fn new(store: Store) -> Self {
+        ReadReplica {
+            inner: Arc::new(Inner {
+                store,
+                applied: AtomicU64::new(0),
+                down_until: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The replica's projections (read-only: a standby refuses every write).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The highest watermark seen on the replica so far.
+    pub fn applied(&self) -> EventSeq {
+        EventSeq(self.inner.applied.load(Ordering::Relaxed))
+    }
+
+    /// The replica's watermark now, remembered; an error marks it down.
+    pub async fn watermark(&self) -> Result<EventSeq> {
+        let queried = tokio::time::timeout(QUERY_TIMEOUT, self.inner.store.watermark()).await;
+        match queried {
+            Ok(Ok(seq)) => {
+                self.inner.applied.fetch_max(seq.0, Ordering::Relaxed);
+                self.set_down(None);
+                Ok(seq)
+            }
+            Ok(Err(e)) => {
+                self.set_down(Some(Instant::now() + DOWN_FOR));
+                Err(e)
+            }
+            Err(_) => {
+                self.set_down(Some(Instant::now() + DOWN_FOR));
+                Err(crate::StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+            }
+        }
+    }
+
+    /// Waits at most `bound` until the replica shows every event up to `target`.
+    pub async fn reach(&self, target: EventSeq, bound: Duration) -> Reached {
+        if self.applied() >= target {
+            return Reached::Replica {
+                waited: Duration::ZERO,
+            };
+        }
+        if self.is_down() {
+            return Reached::Unavailable;
+        }
+        let started = Instant::now();
+        let mut pause = FIRST_PAUSE;
+        let mut first = true;
+        loop {
+            match self.watermark().await {
+                // Found there at the first look: the query is no wait for replay.
+                Ok(seq) if seq >= target => {
+                    let waited = match first {
+                        true => Duration::ZERO,
+                        false => started.elapsed(),
+                    };
+                    return Reached::Replica { waited };
+                }
+                Ok(_) => {}
+                Err(_) => return Reached::Unavailable,
+            }
+            if started.elapsed() + pause > bound {
+                return Reached::Behind;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LONGEST_PAUSE);
+            first = false;
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        let down = self
+            .inner
+            .down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        down.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn set_down(&self, until: Option<Instant>) {
+        *self
+            .inner
+            .down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = until;
+    }
+}
