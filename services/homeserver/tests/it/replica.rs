@@ -4,7 +4,7 @@
 //! at once: the reader waits for the replica to replay it, and reads the primary when
 //! the replica does not get there within `read_replica_wait_ms` (replay paused) or does
 //! not answer (stopped). Both `homeserver all` and a separate `homeserver read-api`
-//! are checked.
+//! are checked; the feed and the event stream through the replica too.
 
 use crate::common::split::spawn;
 use crate::common::{self, TestServer};
@@ -80,10 +80,25 @@ async fn reads_through_a_replica_see_every_acknowledged_write() {
     let last = primary.last().expect("events").seq.0;
     lines.push(format!("cursor: {last}"));
     assert_eq!(feed.lines().collect::<Vec<_>>(), lines, "feed");
+    // The user's event stream (history only) through the replica, too.
+    let stream = get(
+        &server,
+        &server.url(&format!("/events-stream?user={}", user.z32())),
+    )
+    .await;
+    let streamed: Vec<&str> = stream
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: pubky://"))
+        .collect();
+    let paths: Vec<String> = primary
+        .iter()
+        .map(|e| format!("{}{}", e.owner, e.path))
+        .collect();
+    assert_eq!(streamed, paths, "event stream");
     let after = metrics(&server).await;
     assert!(
-        went_to_replica(&after) >= went_to_replica(&before) + 2.0,
-        "the listing and the feed read the replica:\n{after}"
+        went_to_replica(&after) >= went_to_replica(&before) + 3.0,
+        "the listing, the feed and the stream read the replica:\n{after}"
     );
 
     // Replay paused: a fresh write still reads back (from the primary, once the
@@ -110,10 +125,21 @@ async fn reads_through_a_replica_see_every_acknowledged_write() {
         feed.contains(&format!("PUT pubky://{}/pub/same.txt\ncursor:", user.z32())),
         "the feed ends with the fresh write: {feed}"
     );
+    let stream = get(
+        &server,
+        &server.url(&format!("/events-stream?user={}", user.z32())),
+    )
+    .await;
+    let fresh = format!("data: pubky://{}/pub/same.txt", user.z32());
+    assert_eq!(
+        stream.lines().filter(|line| *line == fresh).count(),
+        WRITES + 1,
+        "the stream has the fresh write: {stream}"
+    );
     let paused = metrics(&server).await;
     assert!(
-        outcome(&paused, "fallback_lag") >= fallbacks + 2.0,
-        "the read and the feed fell back to the primary:\n{paused}"
+        outcome(&paused, "fallback_lag") >= fallbacks + 3.0,
+        "the read, the feed and the stream fell back to the primary:\n{paused}"
     );
     sqlx::query("SELECT pg_wal_replay_resume()")
         .execute(&standby)
