@@ -13,7 +13,8 @@
 //! The replica's watermark only grows (a standby never un-replays), so the highest one
 //! seen is kept: a read whose target is already below it needs no query at all. After a
 //! failed query the replica counts as down for [`DOWN_FOR`], so that an outage costs
-//! one timeout, not one per request.
+//! one timeout, not one per request; the callers' lookups of their targets get the
+//! same memory ([`ReadReplica::lookup_failed`]).
 
 use crate::{Result, Store};
 use domain::EventSeq;
@@ -55,6 +56,9 @@ struct Inner {
     applied: AtomicU64,
     /// Until when the replica is left alone after a failure.
     down_until: Mutex<Option<Instant>>,
+    /// Until when the callers' lookups of what to wait for are skipped after one
+    /// failed (see [`ReadReplica::lookup_failed`]).
+    lookups_down_until: Mutex<Option<Instant>>,
 }
 
 impl ReadReplica {
@@ -64,6 +68,7 @@ impl ReadReplica {
                 store,
                 applied: AtomicU64::new(0),
                 down_until: Mutex::new(None),
+                lookups_down_until: Mutex::new(None),
             }),
         }
     }
@@ -133,20 +138,34 @@ impl ReadReplica {
         }
     }
 
+    /// Records that learning a read's target (from the log) failed: for [`DOWN_FOR`]
+    /// [`ReadReplica::lookups_down`] says so, and reads go to the primary without
+    /// asking, so that a log outage costs one timeout, not one per request.
+    pub fn lookup_failed(&self) {
+        set(
+            &self.inner.lookups_down_until,
+            Some(Instant::now() + DOWN_FOR),
+        );
+    }
+
+    pub fn lookups_down(&self) -> bool {
+        is_before(&self.inner.lookups_down_until)
+    }
+
     fn is_down(&self) -> bool {
-        let down = self
-            .inner
-            .down_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        down.is_some_and(|until| Instant::now() < until)
+        is_before(&self.inner.down_until)
     }
 
     fn set_down(&self, until: Option<Instant>) {
-        *self
-            .inner
-            .down_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = until;
+        set(&self.inner.down_until, until);
     }
+}
+
+fn is_before(until: &Mutex<Option<Instant>>) -> bool {
+    let until = until.lock().unwrap_or_else(|e| e.into_inner());
+    until.is_some_and(|until| Instant::now() < until)
+}
+
+fn set(slot: &Mutex<Option<Instant>>, until: Option<Instant>) {
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = until;
 }

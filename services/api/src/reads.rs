@@ -66,10 +66,17 @@ impl AppState {
         async {
             let started = std::time::Instant::now();
             // Without the log there is no telling what the read must see: the
-            // primary is the safe answer (and a NATS outage must not stall reads).
-            let lookup = bound.max(store::replica::QUERY_TIMEOUT);
-            let target = match self.log.is_connected() {
-                true => tokio::time::timeout(lookup, target).await.ok().flatten(),
+            // primary is the safe answer (and a NATS outage must not stall reads: a
+            // failed lookup sends the next second's reads to the primary at once).
+            let target = match self.log.is_connected() && !replica.lookups_down() {
+                true => {
+                    let lookup = store::replica::QUERY_TIMEOUT;
+                    let found = tokio::time::timeout(lookup, target).await.ok().flatten();
+                    if found.is_none() {
+                        replica.lookup_failed();
+                    }
+                    found
+                }
                 false => None,
             };
             let (outcome, waited) = match target {
