@@ -264,16 +264,21 @@ async fn the_reference_homeserver_is_mirrored_and_followed() {
         added["source_kind"], "plain",
         "the reference is found to be plain"
     );
-    let (public, bytes, private) = wait_equal(&reference, &b, &user, &token).await;
+    // Timed by the status (the comparison itself reads every file twice), then compared.
+    let status = wait_status(&b.url(""), &user.to_z32(), |s| {
+        s["state"] == "following" && s["entries"] == 306 && s["lag_events"] == 0
+    })
+    .await;
     let copied = started.elapsed();
-    assert_eq!((public, private), (301, 5));
-    let status = wait_status(&b.url(""), &user.to_z32(), |s| s["state"] == "following").await;
     assert!(status["source_roots"].is_null(), "{status:#}");
+    let (public, bytes, private) = wait_equal(&reference, &b, &user, &token).await;
+    assert_eq!((public, private), (301, 5));
     println!(
-        "initial copy: {public} public files ({bytes} bytes) and {private} private ones equal \
-         (listing and bytes) after {:.1} s; status {}",
+        "initial copy: {public} public files ({bytes} bytes) and {private} private ones in \
+         {:.1} s, equal by listing and bytes; status {}, source_roots {}",
         copied.as_secs_f64(),
-        status["state"]
+        status["state"],
+        status["source_roots"]
     );
 
     // Live: new files, overwrites, deletions, a private change.
@@ -304,14 +309,20 @@ async fn the_reference_homeserver_is_mirrored_and_followed() {
         .delete("/priv/mirror.test/4.txt")
         .await
         .expect("private delete");
+    let writing = started.elapsed();
+    let status = wait_status(&b.url(""), &user.to_z32(), |s| {
+        s["lag_events"] == 0 && s["events_applied"] == 306 + 82
+    })
+    .await;
+    let followed = started.elapsed();
     let (public, bytes, private) = wait_equal(&reference, &b, &user, &token).await;
     assert_eq!((public, private), (301 + 50 - 20, 4));
-    let status = wait_status(&b.url(""), &user.to_z32(), |s| s["lag_events"] == 0).await;
     println!(
         "live follow: 50 new, 10 overwritten, 20 deleted public files and 2 private changes \
-         equal after {:.1} s: {public} public files ({bytes} bytes), {private} private; \
-         events applied {}, last error {}",
-        started.elapsed().as_secs_f64(),
+         applied {:.1} s after the last write was answered, equal by listing and bytes: \
+         {public} public files ({bytes} bytes), {private} private; changes applied in all {} \
+         (each file and change once), last error {}",
+        (followed - writing).as_secs_f64(),
         status["events_applied"],
         status["last_error"]
     );
@@ -344,6 +355,8 @@ async fn the_reference_homeserver_is_mirrored_and_followed() {
         .await
         .expect("the move from the reference");
     let moved = started.elapsed();
+    // A fresh SDK: the first one cached the record that named the reference.
+    let pubky = dht.sdk();
     let resolved = pubky
         .get_homeserver_of(&keypair.public_key())
         .await
@@ -353,7 +366,8 @@ async fn the_reference_homeserver_is_mirrored_and_followed() {
     let here = files(&http, &b.url(""), &user.to_z32(), "/pub/", None).await;
     assert_eq!(there, here, "B holds the reference's files after the move");
     // The user signs in where the record points now and writes there.
-    let session = signer
+    let session = pubky
+        .signer(keypair.clone())
         .signin_blocking(sdk::client_id("mirror.test"))
         .await
         .expect("signin at B");
