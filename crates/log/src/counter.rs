@@ -28,6 +28,8 @@ pub struct WindowCounters {
     subject_prefix: String,
     /// Window lengths whose stream exists already.
     ready: Arc<Mutex<HashSet<u64>>>,
+    /// The log's `replicas`.
+    replicas: usize,
 }
 
 impl WindowCounters {
@@ -42,6 +44,7 @@ impl WindowCounters {
             stream_prefix: format!("{}_RATE", log.config().stream),
             subject_prefix: format!("{}_rate", log.config().subject_prefix),
             ready: Arc::default(),
+            replicas: log.config().replicas,
         }
     }
 
@@ -66,7 +69,9 @@ impl WindowCounters {
             max_messages_per_subject: 1,
             allow_message_counter: true,
             allow_direct: true,
-            num_replicas: 1,
+            // Copied like the log: on a cluster, a node holding the only copy going
+            // down would otherwise refuse every rate-limited request.
+            num_replicas: self.replicas,
             ..Default::default()
         };
         self.js

@@ -31,6 +31,9 @@ pub const MIN_SERVER: (u64, u64) = (2, 14);
 
 #[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// One server, or several separated by commas (`nats://a:4222,nats://b:4222`): the
+    /// client connects to any one that answers and fails over to the others (and to
+    /// every node the cluster announces). Credentials may sit in any of them.
     pub url: String,
     /// Name of the JetStream stream, `HS_EVENTS` by default.
     pub stream: String,
@@ -39,6 +42,10 @@ pub struct LogConfig {
     pub subject_prefix: String,
     /// How long to wait for a publish acknowledgement before retrying.
     pub ack_timeout: Duration,
+    /// Copies of the log (and of the rate counters) the JetStream cluster keeps: 1 on a
+    /// single server, 3 on a three-node cluster so that losing one node loses nothing
+    /// and stops no write. An existing stream with fewer copies is scaled up at start.
+    pub replicas: usize,
 }
 
 impl LogConfig {
@@ -48,6 +55,7 @@ impl LogConfig {
             stream: "HS_EVENTS".into(),
             subject_prefix: "hs".into(),
             ack_timeout: Duration::from_secs(5),
+            replicas: 1,
         }
     }
 }
@@ -127,7 +135,7 @@ impl EventLog {
             url: shown_url.clone(),
             reason,
         };
-        let (options, addr) = connect_options(&config.url).map_err(connect_error)?;
+        let (options, addrs) = connect_options(&config.url).map_err(connect_error)?;
         let pairing = identity::SharedPairing::default();
         let on_event = pairing.clone();
         let client = options
@@ -141,7 +149,7 @@ impl EventLog {
                     }
                 }
             })
-            .connect(addr);
+            .connect(addrs.as_slice());
         let client = tokio::time::timeout(Duration::from_secs(10), client)
             .await
             .map_err(|_| connect_error("timed out".into()))?
@@ -191,7 +199,7 @@ impl EventLog {
             duplicate_window: Duration::from_secs(120),
             storage: stream::StorageType::File,
             allow_direct: true,
-            num_replicas: 1,
+            num_replicas: self.config.replicas,
             ..Default::default()
         }
     }
@@ -200,8 +208,7 @@ impl EventLog {
         let wanted = self.stream_config();
         match self.js.get_stream(&self.config.stream).await {
             Ok(mut existing) => {
-                let info = existing.info().await.map_err(unavailable)?;
-                let have = &info.config;
+                let have = existing.info().await.map_err(unavailable)?.config.clone();
                 let problem = if !have.deny_delete || !have.deny_purge {
                     Some("deletes or purges are allowed")
                 } else if have.max_age != Duration::ZERO
@@ -219,26 +226,70 @@ impl EventLog {
                 } else {
                     None
                 };
-                match problem {
-                    Some(problem) => Err(LogError::StreamMisconfigured {
+                if let Some(problem) = problem {
+                    return Err(LogError::StreamMisconfigured {
                         stream: self.config.stream.clone(),
                         problem: problem.into(),
-                    }),
-                    None => Ok(()),
+                    });
                 }
+                let had = have.num_replicas;
+                if had < wanted.num_replicas {
+                    // Scaling up only: fewer copies than an operator asked for is a
+                    // durability gap, more is their explicit choice.
+                    let scaled = stream::Config {
+                        num_replicas: wanted.num_replicas,
+                        ..have
+                    };
+                    self.js
+                        .update_stream(scaled)
+                        .await
+                        .map_err(|e| self.replicas_refused(e))?;
+                    tracing::info!(
+                        stream = %self.config.stream,
+                        from = had,
+                        to = wanted.num_replicas,
+                        "log stream scaled up to the configured replicas"
+                    );
+                }
+                Ok(())
             }
             Err(e) if is_stream_not_found(&e) => {
                 self.js.create_stream(wanted).await.map_err(|e| {
                     if e.to_string().contains("not enabled") {
                         LogError::NoJetStream
                     } else {
-                        unavailable(e)
+                        self.replicas_refused(e)
                     }
                 })?;
                 Ok(())
             }
             Err(e) if e.to_string().contains("not enabled") => Err(LogError::NoJetStream),
             Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// A refused create or scale-up: with more than one copy asked for, most likely a
+    /// cluster with fewer JetStream nodes than `replicas`, which no wait repairs.
+    fn replicas_refused(&self, e: impl std::fmt::Display) -> LogError {
+        let text = e.to_string();
+        // JetStream's "no suitable peers for placement" (10005), "insufficient
+        // resources" (10023) and "replicas > 1 not supported in non-clustered mode"
+        // (10074); anything else (no leader elected yet, say) may pass with time.
+        if self.config.replicas > 1
+            && ["no suitable peers", "insufficient resources", "replicas"]
+                .iter()
+                .any(|known| text.contains(known))
+        {
+            LogError::StreamMisconfigured {
+                stream: self.config.stream.clone(),
+                problem: format!(
+                    "the server refused {} copies ({text}); nats_replicas must not \
+                     exceed the JetStream nodes of the cluster",
+                    self.config.replicas
+                ),
+            }
+        } else {
+            unavailable(e)
         }
     }
 
@@ -581,30 +632,51 @@ impl EventLog {
     }
 }
 
-/// Connection options for `url`, with the credentials it carries. async-nats ignores
-/// credentials in the URL (nats.rs#1623), so they are taken out here: `user:password@`
-/// becomes user and password, a bare `token@` a token.
+/// Connection options for `url` (one server or a comma-separated list), with the
+/// credentials it carries. async-nats ignores credentials in the URL (nats.rs#1623), so
+/// they are taken out here: `user:password@` becomes user and password, a bare
+/// `token@` a token. With a list, the first server that names any is used.
 fn connect_options(
     url: &str,
-) -> Result<(async_nats::ConnectOptions, async_nats::ServerAddr), String> {
-    let addr: async_nats::ServerAddr = url.parse().map_err(|e: std::io::Error| e.to_string())?;
+) -> Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>), String> {
+    let addrs = url
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("{}: {e}", redacted_url(part)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err("no NATS server given".into());
+    }
     let decode = |part: &str| {
         percent_encoding::percent_decode_str(part)
             .decode_utf8_lossy()
             .into_owned()
     };
-    let options = match (addr.username(), addr.password()) {
-        (Some(user), Some(password)) => {
+    let with_credentials = addrs.iter().find(|addr| addr.username().is_some());
+    let options = match with_credentials.map(|addr| (addr.username(), addr.password())) {
+        Some((Some(user), Some(password))) => {
             async_nats::ConnectOptions::with_user_and_password(decode(user), decode(password))
         }
-        (Some(token), None) => async_nats::ConnectOptions::with_token(decode(token)),
+        Some((Some(token), None)) => async_nats::ConnectOptions::with_token(decode(token)),
         _ => async_nats::ConnectOptions::new(),
     };
-    Ok((options, addr))
+    Ok((options, addrs))
 }
 
-/// `url` fit for logs and error messages: any password or token replaced by `***`.
+/// `url` (one server or a comma-separated list) fit for logs and error messages: any
+/// password or token replaced by `***`.
 pub fn redacted_url(url: &str) -> String {
+    url.split(',')
+        .map(redacted_server)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redacted_server(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((credentials, host)) => {
@@ -669,6 +741,31 @@ mod tests {
         );
         assert!(connect_options("nats://reader:s3cr%40t@127.0.0.1:4222").is_ok());
         assert!(connect_options("http://x").is_err());
+    }
+
+    #[test]
+    fn a_server_list_is_every_server_with_the_credentials_of_any() {
+        let list = "nats://a:1, nats://reader:s3cr%40t@b:2,nats://c:3";
+        assert_eq!(
+            redacted_url(list),
+            "nats://a:1, nats://reader:***@b:2,nats://c:3"
+        );
+        let (_, addrs) = connect_options(list).expect("a valid list");
+        let hosts: Vec<_> = addrs
+            .iter()
+            .map(|a| (a.host().to_string(), a.port()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("a".to_string(), 1),
+                ("b".to_string(), 2),
+                ("c".to_string(), 3)
+            ]
+        );
+        let err = connect_options("nats://a:1,http://b").unwrap_err();
+        assert!(err.contains("http://b"), "{err}");
+        assert_eq!(connect_options(" , ").unwrap_err(), "no NATS server given");
     }
 
     #[test]

@@ -15,15 +15,63 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `nats-server` arguments that make it a node of a [`NatsCluster`].
+    cluster_args: Vec<String>,
+}
+
+/// Three (or more) JetStream nodes on loopback, routed to each other: a clustered log,
+/// each node killed and restarted on its own.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub async fn start(size: usize) -> NatsCluster {
+        let route_ports: Vec<u16> = (0..size).map(|_| crate::free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, route_port) in route_ports.iter().enumerate() {
+            let cluster_args = [
+                "-n".to_string(),
+                format!("node-{i}"),
+                "--cluster_name".into(),
+                "hs-test".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{route_port}"),
+                "--routes".into(),
+                routes.clone(),
+            ];
+            nodes.push(NatsServer::start_with(cluster_args.to_vec()).await);
+        }
+        NatsCluster { nodes }
+    }
+
+    /// Every node's URL, comma-separated (the `nats_url` list form).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 impl NatsServer {
     pub async fn start() -> NatsServer {
+        Self::start_with(Vec::new()).await
+    }
+
+    async fn start_with(cluster_args: Vec<String>) -> NatsServer {
         let port = crate::free_port();
         let mut server = NatsServer {
             child: None,
             port,
             dir: tempfile::tempdir().expect("tempdir for the JetStream store"),
+            cluster_args,
         };
         server.restart().await;
         server
@@ -63,6 +111,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.dir.path())
+            .args(&self.cluster_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

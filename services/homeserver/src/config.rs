@@ -36,6 +36,9 @@ pub struct Config {
     pub nats_url: String,
     pub nats_stream: String,
     pub nats_subject_prefix: String,
+    /// Copies of the log stream (and the rate counters) on a JetStream cluster: 3 on
+    /// three nodes, 1 on a single server (JetStream allows at most 5).
+    pub nats_replicas: std::num::NonZeroUsize,
     pub signup_mode: SignupMode,
     /// Storage limit for users without an override, in MiB; unset = unlimited.
     pub default_quota_mb: Option<u64>,
@@ -153,6 +156,7 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:42229".into(),
             nats_stream: "HS_EVENTS".into(),
             nats_subject_prefix: "hs".into(),
+            nats_replicas: std::num::NonZeroUsize::MIN,
             signup_mode: SignupMode::TokenRequired,
             default_quota_mb: None,
             max_body_bytes: None,
@@ -286,6 +290,7 @@ impl Config {
         let mut log = log::LogConfig::new(&self.nats_url);
         log.stream = self.nats_stream.clone();
         log.subject_prefix = self.nats_subject_prefix.clone();
+        log.replicas = self.nats_replicas.get();
         log
     }
 }

@@ -49,7 +49,9 @@ enum Command {
     ReadApi,
     /// Only the events service (/events/, SSE, WebSocket) on the plain HTTP listener.
     Events,
-    /// Apply the database migrations and exit.
+    /// Prepare the database and the event log, then exit: the migrations applied, the
+    /// log stream created or scaled up to `nats_replicas` (a deployment's one-shot
+    /// step before the services start; each service would do the same at its start).
     Migrate,
     /// Replay the whole log into a fresh schema and check it equals the live projections.
     Rebuild {
@@ -211,6 +213,12 @@ async fn main() -> anyhow::Result<()> {
             let store = store::Store::connect(&config.database_url, 2).await?;
             store.migrate().await?;
             println!("migrations applied");
+            let log = log::EventLog::connect(config.log_config()).await?;
+            println!(
+                "log stream {} ready with {} replicas",
+                log.config().stream,
+                log.config().replicas
+            );
             Ok(())
         }
         Command::Rebuild { keep } => rebuild(config, keep).await,

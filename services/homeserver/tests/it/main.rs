@@ -36,6 +36,7 @@ mod mirror_process;
 mod mirror_reference;
 mod move_process;
 mod moving;
+mod nats_cluster;
 mod openapi;
 mod outages;
 mod private_matrix;
