@@ -206,6 +206,48 @@ pub fn user_limits(user: &store::users::UserRow) -> UserLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Patches of the known fields with values of every JSON kind, rates that are
+    /// often almost right, and bodies that are not JSON at all.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop::sample::select(vec![
+            "storage_quota_mb",
+            "rate_read",
+            "rate_write",
+            "allowed_write_paths",
+            "rate_read_burst",
+            "other",
+        ]);
+        let value = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[0-9]{0,6} ?[kKmMgGtb]{0,3}(/[smhd]?)?".prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            prop::collection::vec("/?[a-z/]{0,8}", 0..3).prop_map(Value::from),
+        ];
+        prop_oneof![
+            prop::collection::btree_map(name, value, 0..5)
+                .prop_map(|fields| { serde_json::to_vec(&fields).unwrap_or_default() }),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    proptest! {
+        // PROPTEST_CASES sets the count (`make fuzz`).
+        #[test]
+        fn limits_and_rates_never_panic(body in body(), rate in any::<String>()) {
+            if let Err(e) = LimitsPatch::parse(&body) {
+                let (status, text) = e.client_answer().expect("a client error");
+                prop_assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+                prop_assert!(text.starts_with("Invalid quota: "), "{}", text);
+            }
+            if let Some(lower) = parse_rate(&rate) {
+                prop_assert_eq!(parse_rate(&lower), Some(lower.clone()));
+            }
+        }
+    }
 
     fn patch(json: &str) -> Result<LimitsPatch, String> {
         LimitsPatch::parse(json.as_bytes()).map_err(|e| match e {

@@ -61,6 +61,16 @@ impl ApiError {
             LOG_MISMATCH_RETRY_AFTER_SECS,
         )
     }
+    /// The status and text a client sees for a client error; `None` for an outage (its
+    /// cause is never sent) and a move (its text names two keys).
+    pub fn client_answer(&self) -> Option<(StatusCode, &str)> {
+        match self {
+            ApiError::Client(status, text) | ApiError::ClientRetry(status, text, _) => {
+                Some((*status, text))
+            }
+            ApiError::Unavailable(_) | ApiError::Moved { .. } => None,
+        }
+    }
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Client(status, _) | ApiError::ClientRetry(status, _, _) => *status,

@@ -324,6 +324,72 @@ pub fn matches(filters: &[EntryPath], path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Every refusal of the parsers: the spec's texts (§3.5, §3.6), by prefix where
+    /// the text ends with the offending value.
+    const SPEC_TEXTS: &[&str] = &[
+        "Invalid boolean parameter",
+        "Invalid cursor",
+        "user parameter is required",
+        "Too many users. Maximum allowed: 50",
+        "Invalid public key: ",
+        "Invalid limit: ",
+        "limit must be at least 1",
+        "Cannot use live mode with reverse ordering",
+        "Invalid path: ",
+    ];
+
+    fn refused_as_the_spec_says<T>(result: Result<T, ApiError>) {
+        if let Err(e) = result {
+            let (status, text) = e.client_answer().expect("a client error, not an outage");
+            assert_eq!(status, 400, "{text}");
+            assert!(SPEC_TEXTS.iter().any(|t| text.starts_with(t)), "{text}");
+        }
+    }
+
+    /// Query strings made of the parameters these endpoints know, with values that
+    /// are often almost right (keys, cursors, numbers, paths), percent-encoded.
+    fn query() -> impl Strategy<Value = String> {
+        let key = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
+        let name = prop::sample::select(vec![
+            "user",
+            "cursor",
+            "limit",
+            "live",
+            "reverse",
+            "path",
+            "timestamps",
+            "merkle_roots",
+            "shallow",
+            "other",
+        ]);
+        let value = prop_oneof![
+            any::<String>(),
+            "[0-9a-zA-Z:/._%-]{0,60}",
+            "[0-9]{0,22}",
+            Just(key.to_string()),
+            "[0-9]{0,6}".prop_map(move |c| format!("{key}:{c}")),
+            "(/?(pub|priv|\\.\\.|\\.|x)){0,5}/?",
+        ];
+        prop::collection::vec((name, value), 0..8).prop_map(|pairs| {
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish()
+        })
+    }
+
+    proptest! {
+        // PROPTEST_CASES sets the count: the default in `make test`, hundreds of
+        // thousands in `make fuzz`.
+        #[test]
+        fn query_parsers_never_panic(raw in prop_oneof![query(), any::<String>()]) {
+            refused_as_the_spec_says(feed_params(Some(&raw)));
+            refused_as_the_spec_says(stream_params(Some(&raw)));
+            refused_as_the_spec_says(frame_extras(Some(&raw)));
+            refused_as_the_spec_says(operator_stream_params(Some(&raw)));
+        }
+    }
 
     #[test]
     fn legacy_timestamps_decode_like_pubky_timestamp() {

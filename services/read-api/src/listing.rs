@@ -107,6 +107,47 @@ fn parse_cursor(value: &str) -> Result<Option<String>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // PROPTEST_CASES sets the count (`make fuzz`).
+        #[test]
+        fn listing_query_and_cursor_parsers_never_panic(
+            pairs in prop::collection::vec(
+                (
+                    prop::sample::select(vec!["limit", "cursor", "shallow", "reverse", "x"]),
+                    prop_oneof![
+                        any::<String>(),
+                        "(pubky://)?[0-9a-z]{0,52}(/[a-z.]{0,6}){0,4}/?",
+                        "[0-9]{0,7}",
+                    ],
+                ),
+                0..6,
+            ),
+            raw in any::<String>(),
+        ) {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&pairs)
+                .finish();
+            for query in [query.as_str(), raw.as_str()] {
+                let Ok(params) = parse(query).map_err(|e| {
+                    let (status, text) = e.client_answer().expect("a client error");
+                    assert_eq!(status, 400);
+                    assert_eq!(text, "Invalid boolean parameter");
+                }) else {
+                    continue;
+                };
+                if let Some(cursor) = params.cursor
+                    && let Err(e) = parse_cursor(&cursor)
+                {
+                    prop_assert_eq!(
+                        e.client_answer(),
+                        Some((axum::http::StatusCode::BAD_REQUEST, "Invalid cursor"))
+                    );
+                }
+            }
+        }
+    }
 
     const KEY: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
 

@@ -104,3 +104,36 @@ pub async fn diff(
     .await;
     finish(result, params.private)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // PROPTEST_CASES sets the count (`make fuzz`).
+        #[test]
+        fn diff_query_parser_never_panics(
+            query in prop_oneof![
+                any::<String>(),
+                "(from=[0-9a-fA-F]{0,66})?(&tree=(pub|priv|x)?)?(&limit=-?[0-9]{0,6})?",
+            ]
+        ) {
+            if let Err(e) = DiffParams::parse(Some(&query)) {
+                let (status, text) = e.client_answer().expect("a client error");
+                prop_assert_eq!(status, 400);
+                prop_assert!(
+                    [
+                        "Missing `from` query parameter",
+                        "`from` is a root: 64 hex digits",
+                        "Unknown tree: expected `tree=pub` or `tree=priv`",
+                        "`limit` is a number from 1 to 10000",
+                    ]
+                    .contains(&text),
+                    "{}",
+                    text
+                );
+            }
+        }
+    }
+}

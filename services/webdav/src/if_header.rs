@@ -152,6 +152,25 @@ pub fn lock_tokens(tagged: &[Tagged]) -> Vec<domain::lock::LockToken> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // PROPTEST_CASES sets the count (`make fuzz`).
+        #[test]
+        fn if_header_parser_never_panics(
+            value in prop_oneof![
+                any::<String>(),
+                "[<>()\\[\\] \"a-z:/-]{0,40}",
+                "(<[a-z:/]{0,12}> )?\\((Not )?<opaquelocktoken:[0-9a-f-]{0,36}>( \\[\"[a-z0-9]{0,4}\"\\])?\\)",
+            ]
+        ) {
+            if let Err(e) = parse([value.as_str()]) {
+                let (status, text) = e.client_answer().expect("a client error");
+                prop_assert_eq!(status, 400);
+                prop_assert_eq!(text, MALFORMED);
+            }
+        }
+    }
 
     fn ok(value: &str) -> Vec<Tagged> {
         parse([value]).unwrap_or_else(|_| panic!("{value} should parse"))

@@ -12,6 +12,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hs_domain::{
     auth_token::AuthToken,
     jws::{self, CompactJws, GRANT_TYP, POP_TYP, check_signup_grant, verify_grant, verify_pop},
+    merkle,
     session_record::CookieSessionRecord,
     signup_token::SignupToken,
 };
@@ -264,4 +265,140 @@ fn generated_signup_tokens_always_parse() {
         );
         assert_eq!(SignupToken::parse(text), Ok(token));
     });
+}
+
+/// A tree of `size` entries and every node on the way to each of its keys.
+fn sample_tree(size: usize) -> (merkle::MemStore, Option<merkle::Hash>, Vec<String>) {
+    let entries: Vec<(String, merkle::Hash)> = (0..size)
+        .map(|i| {
+            let key = format!("/pub/fuzz/{i:04}");
+            let value = *blake3::hash(key.as_bytes()).as_bytes();
+            (key, value)
+        })
+        .collect();
+    let mut store = merkle::MemStore::default();
+    let root = merkle::build(&entries, &mut store);
+    (
+        store,
+        root,
+        entries.into_iter().map(|(key, _)| key).collect(),
+    )
+}
+
+#[test]
+fn merkle_node_decoder_never_panics_and_accepts_one_encoding_only() {
+    let (store, root, keys) = sample_tree(300);
+    let encodings: Vec<Vec<u8>> = keys
+        .iter()
+        .flat_map(|key| merkle::prove(&store, root, key).expect("proof").nodes)
+        .collect();
+    let check = |bytes: &[u8]| {
+        if let Ok(node) = merkle::Node::decode(bytes) {
+            assert_eq!(node.encode(), bytes, "a node has exactly one encoding");
+        }
+    };
+    run(
+        "merkle node, arbitrary bytes",
+        vec(any::<u8>(), 0..256),
+        |bytes| check(&bytes),
+    );
+    run(
+        "merkle node, a valid one with bytes changed",
+        (0..encodings.len(), vec((any::<usize>(), any::<u8>()), 1..4)),
+        |(which, edits)| {
+            let mut bytes = encodings[which].clone();
+            for (at, byte) in edits {
+                let len = bytes.len();
+                bytes[at % len] = byte;
+            }
+            check(&bytes)
+        },
+    );
+}
+
+#[test]
+fn merkle_proof_verifier_never_panics_and_a_changed_proof_proves_nothing_else() {
+    let (store, root, keys) = sample_tree(300);
+    run(
+        "merkle proof, nodes changed, dropped or repeated",
+        (
+            0..keys.len(),
+            vec((any::<usize>(), any::<usize>(), any::<u8>(), 0u8..4), 1..4),
+            any::<bool>(),
+        ),
+        |(which, edits, absent)| {
+            // Half the cases ask for a key the tree does not hold (proof of absence).
+            let key = if absent {
+                format!("{}~", keys[which])
+            } else {
+                keys[which].clone()
+            };
+            let proof = merkle::prove(&store, root, &key).expect("proof");
+            let truth = merkle::verify(root, &key, &proof).expect("an honest proof");
+            let mut nodes = proof.nodes.clone();
+            for (node, at, byte, kind) in edits {
+                if nodes.is_empty() {
+                    break;
+                }
+                let node = node % nodes.len();
+                match kind {
+                    0 => {
+                        let len = nodes[node].len();
+                        if len > 0 {
+                            nodes[node][at % len] = byte;
+                        }
+                    }
+                    1 => {
+                        nodes.remove(node);
+                    }
+                    2 => {
+                        let copy = nodes[node].clone();
+                        nodes.insert(node, copy);
+                    }
+                    _ => {
+                        let keep = at % (nodes[node].len() + 1);
+                        nodes[node].truncate(keep);
+                    }
+                }
+            }
+            let tampered = merkle::Proof { nodes };
+            if let Ok(answer) = merkle::verify(root, &key, &tampered) {
+                assert_eq!(
+                    answer, truth,
+                    "a changed proof must not prove another value"
+                );
+            }
+        },
+    );
+}
+
+#[test]
+fn move_statement_and_archive_parsers_never_panic() {
+    let user = key(1).public_key().to_z32();
+    let valid =
+        format!("pubky-move/1\nuser:{user}\nfrom:{user}\nto:{user}\ntime:1760000000000000\n");
+    run(
+        "move statement, a valid one with characters changed",
+        vec((any::<usize>(), any::<char>()), 0..6),
+        |edits| {
+            let _ = hs_domain::moving::MoveStatement::parse(&mutate(&valid, &edits));
+        },
+    );
+    run("move statement, arbitrary text", any::<String>(), |text| {
+        let _ = hs_domain::moving::MoveStatement::parse(&text);
+    });
+    run(
+        "archive record, arbitrary bytes",
+        vec(any::<u8>(), 0..256),
+        |bytes| {
+            let _ = hs_domain::archive::parse_record(&bytes);
+        },
+    );
+    run(
+        "archive statement, arbitrary text",
+        any::<String>(),
+        |text| {
+            let _ = hs_domain::archive::parse_statement(&text);
+        },
+    );
 }
