@@ -22,7 +22,7 @@ endif
 # Extra arguments for the benchmark runner, e.g. make bench BENCH_ARGS='--full'.
 BENCH_ARGS ?=
 
-.PHONY: help services services-stop run test lint bench bench-compare up down e2e-compose e2e-drive e2e-dav drill-backup bench-exit e2e-reference-mirror
+.PHONY: help services services-stop run test lint bench bench-compare up down e2e-compose e2e-drive e2e-dav drill-backup bench-exit e2e-reference-mirror fuzz soak
 
 help:
 	@echo 'make services       start the private Postgres and NATS ($(SERVICES) up)'
@@ -30,6 +30,7 @@ help:
 	@echo 'make run            services, then the whole homeserver in one process'
 	@echo 'make test           services, then cargo test --workspace'
 	@echo 'make lint           rustfmt check and clippy with warnings as errors'
+	@echo 'make fuzz           the parsers over arbitrary input, FUZZ_CASES (300000) cases per property'
 	@echo 'make drill-backup   backup and restore drill: write under load, back up, wipe, restore, check (DRILL_WRITES=100000)'
 	@echo 'make bench-exit     export/import of one user between two homeserver processes (EXIT_BENCH_ENTRIES=100000)'
 	@echo 'make e2e-drive      the /drive page in a real browser (chromium, Playwright), screenshots in docs/drive'
@@ -37,6 +38,7 @@ help:
 	@echo 'make bench          benchmarks of our homeserver, quick (BENCH_ARGS=--full)'
 	@echo 'make bench-compare  the same for ours and the reference (pubky-homeserver 0.17.1)'
 	@echo 'make e2e-reference-mirror  our mirror of a user of the reference homeserver (builds it once)'
+	@echo 'make soak           homeserver all under mixed load for SOAK_MINUTES (30): memory, files, threads flat?'
 	@echo 'make up / down      split deployment with docker-compose (scripts/compose.sh)'
 	@echo 'make e2e-compose    that deployment from nothing: smoke scenario, fault drills, teardown'
 
@@ -93,6 +95,16 @@ bench-exit: services
 	$(WITH_SERVICES) EXIT_BENCH_ENTRIES=$(EXIT_BENCH_ENTRIES) cargo test -p homeserver --test it -- \
 		--ignored --exact exit_bench::exit_bench --nocapture
 
+# The parsers that face request bytes (tokens, JWS, capabilities, paths, query strings
+# and cursors, limits and rates, If headers, Merkle nodes and proofs, move statements,
+# archives) over generated input: no panic, and every refusal the spec's status and
+# text. The same properties run in `make test` with fewer cases (proptest's 256, the
+# domain's 50,000). On stable Rust: property tests, not a coverage-guided fuzzer.
+FUZZ_CASES ?= 300000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --workspace --lib --test it -- \
+		never_panic only_while_unchanged --nocapture
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -123,6 +135,16 @@ bench-compare: $(REFERENCE_BIN)
 	$(SERVICES) up
 	cargo build --release -p homeserver -p hs-bench
 	$(WITH_SERVICES) target/release/hs-bench compare --reference-bin $(REFERENCE_BIN) $(BENCH_ARGS)
+
+# 30 minutes of mixed load on `homeserver all` (bench/src/soak.rs): RSS, open files and
+# threads sampled every 10 s; fails unless flat after the warm-up. SOAK_BIN to soak
+# another build (a debug one, say).
+SOAK_MINUTES ?= 30
+SOAK_BIN ?= target/release/homeserver
+soak:
+	$(SERVICES) up
+	cargo build --release -p hs-bench $(if $(filter target/release/homeserver,$(SOAK_BIN)),-p homeserver)
+	$(WITH_SERVICES) target/release/hs-bench soak --minutes $(SOAK_MINUTES) --ours-bin $(SOAK_BIN)
 
 # Split deployment (docker-compose.yml) through scripts/compose.sh: official images
 # where a registry answers, else local ones (a debootstrapped Debian base, and the

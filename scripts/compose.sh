@@ -19,6 +19,11 @@
 #   pubky-homeserver:prebuilt runtime image around HS_BINARY, a release build made on
 #                             the host (docker/runtime.Dockerfile); default
 #                             target/release/homeserver
+#   hs-s3:<moto pin>          with HS_BLOBS=s3: moto's S3 server from the wheels of the
+#                             venv scripts/services.sh installs (docker/s3.Dockerfile)
+#
+# HS_BLOBS=s3         blobs in an S3 bucket (docker-compose.s3.yml on top of
+#                     docker-compose.yml) instead of the shared volume.
 # Images are rebuilt when their inputs change (docker's layer cache decides).
 #
 # HOMESERVER_ADMIN_PASSWORD defaults to a random one here (printed once at `up`).
@@ -28,9 +33,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 COMPOSE=${COMPOSE:-docker-compose}
+if [[ ${HS_BLOBS:-fs} == s3 ]]; then
+    COMPOSE="$COMPOSE -f docker-compose.yml -f docker-compose.s3.yml"
+fi
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-pubky-homeserver}
 BASE_IMAGE=hs-debian:bookworm
 NATS_VERSION=$(sed -n 's/^NATS_SERVER_VERSION=//p' scripts/services.sh)
+MOTO_VERSION=$(sed -n 's/^MOTO_VERSION=//p' scripts/services.sh)
 HS_BINARY=${HS_BINARY:-$ROOT/target/release/homeserver}
 CTX=$ROOT/.data/docker-context
 UP_ARGS=()
@@ -77,6 +86,17 @@ local_images() {
     build "hs-nats:$NATS_VERSION" "$CTX/nats/nats.Dockerfile" "$CTX/nats" --build-arg "BASE_IMAGE=$BASE_IMAGE"
     build hs-postgres:15 "$CTX/postgres/postgres.Dockerfile" "$CTX/postgres" --build-arg "BASE_IMAGE=$BASE_IMAGE"
     build pubky-homeserver:prebuilt "$CTX/homeserver/runtime.Dockerfile" "$CTX/homeserver" --build-arg "RUNTIME_IMAGE=$BASE_IMAGE"
+    if [[ ${HS_BLOBS:-fs} == s3 ]]; then
+        # The exact set of packages `make test` runs moto with, as wheels for the image.
+        local venv
+        venv=$(scripts/services.sh moto-venv)
+        mkdir -p "$CTX/s3/wheels"
+        cp docker/s3.Dockerfile "$CTX/s3/"
+        "$venv/bin/pip" freeze --disable-pip-version-check >"$CTX/s3/wheels/requirements.txt"
+        "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+            -r "$CTX/s3/wheels/requirements.txt" -d "$CTX/s3/wheels" >&2
+        build "hs-s3:$MOTO_VERSION" "$CTX/s3/s3.Dockerfile" "$CTX/s3" --build-arg "BASE_IMAGE=$BASE_IMAGE"
+    fi
     rm -rf "$CTX"
 }
 
@@ -84,7 +104,7 @@ local_images() {
 select_images() {
     if [[ $(images_mode) == local ]]; then
         export NATS_IMAGE=hs-nats:$NATS_VERSION POSTGRES_IMAGE=hs-postgres:15 \
-            HOMESERVER_IMAGE=pubky-homeserver:prebuilt
+            HOMESERVER_IMAGE=pubky-homeserver:prebuilt S3_IMAGE=hs-s3:$MOTO_VERSION
         # No internet, so no Mainline DHT: the gateway runs without publishing, and
         # the republisher (which needs a DHT) is not started (UP_ARGS below).
         export HOMESERVER_DHT_MAINNET=false

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make e2e-compose: the docker-compose deployment from nothing to torn down.
 #
-#   1. wipe any previous stack (containers and volumes), build the images
+#   1. wipe any previous stack (containers and volumes), build the images (blobs in
+#      the stack's S3 server; HS_BLOBS=fs for the shared volume)
 #      (scripts/compose.sh: local ones where no registry is reachable), start it, wait
 #      until every /readyz answers;
 #   2. the smoke scenario and the fault drills through the gateway
@@ -14,7 +15,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-export COMPOSE_PROJECT_NAME=pubky-homeserver HOMESERVER_SIGNUP_MODE=open
+# Blobs in S3 (docker-compose.s3.yml) unless HS_BLOBS=fs: the object-store drill
+# needs it, and the shared-volume store is what `make test` covers anyway.
+export COMPOSE_PROJECT_NAME=pubky-homeserver HOMESERVER_SIGNUP_MODE=open HS_BLOBS=${HS_BLOBS:-s3}
 COMPOSE="scripts/compose.sh run"
 
 say() { printf 'e2e-compose: %s\n' "$*" >&2; }

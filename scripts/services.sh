@@ -5,6 +5,7 @@
 #   scripts/services.sh down     stop both
 #   scripts/services.sh status   report; exit 1 if a managed service is down
 #   scripts/services.sh nats-bin print the path of the pinned nats-server (installing it)
+#   scripts/services.sh moto-venv print the path of the pinned moto venv (installing it)
 #   scripts/services.sh env      print `export DATABASE_URL=... NATS_URL=... NATS_SERVER_BIN=...
 #                                S3_URL=... MOTO_SERVER_BIN=...`
 #                                for: eval "$(scripts/services.sh env)"
@@ -607,13 +608,13 @@ print_env() {
 }
 
 usage() {
-    say "usage: $0 up|down|status|env|nats-bin"
+    say "usage: $0 up|down|status|env|nats-bin|moto-venv"
     exit 2
 }
 
 main() {
     (($# == 1)) || usage
-    [[ $1 == nats-bin ]] || resolve_ports
+    [[ $1 == nats-bin || $1 == moto-venv ]] || resolve_ports
     case $1 in
     up)
         start_pg
@@ -646,6 +647,10 @@ main() {
     nats-bin)
         ensure_nats_bin
         printf '%s\n' "$NATS_BIN"
+        ;;
+    moto-venv)
+        ensure_moto
+        printf '%s\n' "$MOTO_VENV"
         ;;
     *) usage ;;
     esac

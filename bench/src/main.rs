@@ -11,6 +11,7 @@
 
 mod client;
 mod server;
+mod soak;
 mod stats;
 mod workloads;
 
@@ -38,6 +39,29 @@ enum Command {
     Run(Options),
     /// Benchmark our homeserver, then the reference, and compare.
     Compare(Options),
+    /// Our homeserver under a steady mixed load for a long time: memory, open files
+    /// and threads sampled, flat or not at the end.
+    Soak(SoakOptions),
+}
+
+#[derive(Args, Clone)]
+struct SoakOptions {
+    /// How long the load runs.
+    #[arg(long, default_value_t = 30)]
+    minutes: u64,
+    /// Operations per second offered (writes, reads, listings, deletes, 1 MiB uploads).
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// Our homeserver binary.
+    #[arg(long, default_value = "target/release/homeserver")]
+    ours_bin: PathBuf,
+    /// Where the JSON result goes (default bench-results/tmp/soak-<time>.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[arg(long, env = "NATS_URL")]
+    nats_url: String,
 }
 
 #[derive(Args, Clone)]
@@ -95,6 +119,7 @@ async fn main() -> Result<()> {
     let (compare, options) = match cli.command {
         Command::Run(o) => (false, o),
         Command::Compare(o) => (true, o),
+        Command::Soak(o) => return soak(o).await,
     };
     let params = if options.full {
         Params::full()
@@ -202,6 +227,44 @@ async fn main() -> Result<()> {
     }
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     println!("\nresults: {}", out.display());
+    Ok(())
+}
+
+async fn soak(options: SoakOptions) -> Result<()> {
+    anyhow::ensure!(
+        options.ours_bin.exists(),
+        "no homeserver binary at {} (cargo build --release -p homeserver)",
+        options.ours_bin.display()
+    );
+    let work_dir = PathBuf::from("bench-results/tmp");
+    std::fs::create_dir_all(&work_dir)?;
+    let dht = server::local_dht().await?;
+    let env = Env {
+        database_url: options.database_url.clone(),
+        nats_url: options.nats_url.clone(),
+        dht_bootstrap: dht.bootstrap.clone(),
+        work_dir: work_dir.clone(),
+        run_id: format!("{:08x}", rand::random::<u32>()),
+    };
+    let report = soak::run(&env, &options.ours_bin, options.minutes, options.rate).await?;
+    println!(
+        "soak: RSS {:+.1} % from the end of the warm-up to the end, open files {:+}, \
+         threads {:+}: {}",
+        report.rss_growth_pct,
+        report.open_files_growth,
+        report.threads_growth,
+        if report.flat { "flat" } else { "NOT flat" }
+    );
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let out = options
+        .out
+        .unwrap_or_else(|| work_dir.join(format!("soak-{started}.json")));
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("results: {}", out.display());
+    anyhow::ensure!(report.flat, "memory, open files or threads grew");
     Ok(())
 }
 

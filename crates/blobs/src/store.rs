@@ -111,7 +111,14 @@ impl BlobStore {
                     builder = builder.root(root);
                 }
                 install_http_transport();
-                let op = Operator::new(builder)?;
+                // An S3 server that stops answering (a partition, a paused container)
+                // must become an error the API answers 503 to, not a request that
+                // hangs: the HTTP client itself has no timeout.
+                let op = Operator::new(builder)?.layer(
+                    opendal::layers::TimeoutLayer::new()
+                        .with_timeout(S3_OP_TIMEOUT)
+                        .with_io_timeout(S3_IO_TIMEOUT),
+                );
                 Ok(Self::from_parts(op, Backend::S3))
             }
         }
@@ -366,6 +373,11 @@ impl BlobStore {
 /// are no-ops). reqwest is built without a bundled crypto provider, so the workspace's
 /// rustls provider (ring) is installed as the process default first, unless the
 /// application already installed one.
+/// Longest an S3 request without a body may take (stat, delete, list page).
+const S3_OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest one read or write of a body chunk may wait for the S3 server.
+const S3_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn install_http_transport() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Err means another thread installed one in between: fine either way.

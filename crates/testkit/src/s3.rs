@@ -75,6 +75,19 @@ impl S3Server {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a server that holds its connections and
+    /// answers nothing (a partition, a paused container), then carries on with its
+    /// objects intact.
+    pub fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("a running server");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} moto_server");
+    }
+
     /// Starts the server again on the same port (empty: no bucket).
     pub async fn restart(&mut self) {
         self.kill();

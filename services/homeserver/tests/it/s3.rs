@@ -6,7 +6,9 @@
 //! blob upload leaves no entry that points at a missing blob. Here the S3 server is
 //! SIGKILLed while the body streams: the client gets 503 with `Retry-After`, the log
 //! has no new event, nothing is listed or readable, and once S3 is back the same write
-//! succeeds without restarting anything.
+//! succeeds without restarting anything. A server that stops answering without
+//! closing its connections (SIGSTOP) gets 503 after the blob store's timeouts, not a
+//! hang.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -150,4 +152,54 @@ async fn s3_killed_mid_upload_answers_503_and_leaves_nothing_visible() {
     let r = get(&s, &u, "/pub/app/crash.bin").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.bytes().await.expect("body") == data);
+}
+
+/// S3 frozen (SIGSTOP: connections open, nothing answered): a write and a read that
+/// need it answer 503 with `Retry-After` once the blob store's timeout passes, instead
+/// of waiting as long as the server is gone; thawed, both succeed with nothing lost.
+#[tokio::test]
+async fn s3_that_stops_answering_gets_503_not_a_hang() {
+    let s3 = testkit::s3::S3Server::start().await;
+    let s = {
+        let blobs = testkit::s3::fresh_bucket(&s3.url()).await;
+        start_with(move |config| config.blobs = Some(blobs)).await
+    };
+    let u = s.user().await;
+    s.put_ok(&u, "/pub/app/before.txt", "written before the freeze")
+        .await;
+    let head = s.server.state.log.head().await.expect("log head");
+
+    s3.freeze(true);
+    let bounded = |request: reqwest::RequestBuilder| async move {
+        tokio::time::timeout(Duration::from_secs(60), request.send())
+            .await
+            .expect("answered, not hung")
+            .expect("request")
+    };
+    let put = bounded(
+        s.http
+            .put(s.storage(&u, "/pub/app/frozen.txt"))
+            .bearer_auth(&u.token)
+            .body("written during the freeze"),
+    )
+    .await;
+    assert_eq!(put.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(put.headers().contains_key("retry-after"));
+    let read = bounded(s.http.get(s.storage(&u, "/pub/app/before.txt"))).await;
+    assert_eq!(read.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(read.headers().contains_key("retry-after"));
+    assert_eq!(
+        s.server.state.log.head().await.expect("log head"),
+        head,
+        "a refused write appends nothing"
+    );
+
+    s3.freeze(false);
+    let before = get(&s, &u, "/pub/app/before.txt").await;
+    assert_eq!(before.status(), StatusCode::OK);
+    assert_eq!(before.text().await.unwrap(), "written before the freeze");
+    s.put_ok(&u, "/pub/app/frozen.txt", "written after the thaw")
+        .await;
+    let after = get(&s, &u, "/pub/app/frozen.txt").await;
+    assert_eq!(after.text().await.unwrap(), "written after the thaw");
 }
