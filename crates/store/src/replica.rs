@@ -20,7 +20,7 @@ use crate::{Result, Store};
 use domain::EventSeq;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The longest one watermark query may take before the replica counts as down.
@@ -40,7 +40,8 @@ pub enum Reached {
     Replica { waited: Duration },
     /// The replica did not replay up to the target within the bound.
     Behind,
-    /// The replica did not answer (or was found down less than [`DOWN_FOR`] ago).
+    /// The replica did not answer (or was found down less than [`DOWN_FOR`] ago), or
+    /// is no replica of the primary ([`ReadReplica::check_primary`]).
     Unavailable,
 }
 
@@ -56,6 +57,9 @@ struct Inner {
     applied: AtomicU64,
     /// Until when the replica is left alone after a failure.
     down_until: Mutex<Option<Instant>>,
+    /// Set when the replica turned out to be no replica of the primary (another
+    /// cluster: see [`ReadReplica::check_primary`]); it is then never read.
+    foreign: AtomicBool,
     /// Until when the callers' lookups of what to wait for are skipped after one
     /// failed (see [`ReadReplica::lookup_failed`]).
     lookups_down_until: Mutex<Option<Instant>>,
@@ -69,6 +73,7 @@ impl ReadReplica {
                 applied: AtomicU64::new(0),
                 down_until: Mutex::new(None),
                 lookups_down_until: Mutex::new(None),
+                foreign: AtomicBool::new(false),
             }),
         }
     }
@@ -103,8 +108,45 @@ impl ReadReplica {
         }
     }
 
+    /// Whether the replica is a standby of `primary`: both report the same Postgres
+    /// system identifier (a standby has its primary's; any other cluster has its
+    /// own). One that is not is never read from then on, until a later check finds
+    /// it is again: a replica left over from a primary that was re-made (a restore
+    /// on a new cluster) still answers, with another history's projections and a
+    /// watermark the new log's sequences may well be below.
+    pub async fn check_primary(&self, primary: &Store) -> Result<bool> {
+        let id = |store: &Store| {
+            let pool = store.pool().clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT system_identifier FROM pg_control_system()")
+                    .fetch_one(&pool)
+                    .await
+            }
+        };
+        let (ours, theirs) = tokio::try_join!(id(primary), id(&self.inner.store))?;
+        let same = ours == theirs;
+        if !same && !self.inner.foreign.load(Ordering::Relaxed) {
+            tracing::error!(
+                primary = ours,
+                replica = theirs,
+                "read_database_url is not a replica of database_url (another Postgres \
+                 cluster): reads go to the primary until it is"
+            );
+        }
+        self.inner.foreign.store(!same, Ordering::Relaxed);
+        Ok(same)
+    }
+
+    /// Whether the last [`ReadReplica::check_primary`] found another cluster.
+    pub fn is_foreign(&self) -> bool {
+        self.inner.foreign.load(Ordering::Relaxed)
+    }
+
     /// Waits at most `bound` until the replica shows every event up to `target`.
     pub async fn reach(&self, target: EventSeq, bound: Duration) -> Reached {
+        if self.is_foreign() {
+            return Reached::Unavailable;
+        }
         if self.applied() >= target {
             return Reached::Replica {
                 waited: Duration::ZERO,

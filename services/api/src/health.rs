@@ -127,9 +127,11 @@ impl Health {
     /// Whether the read replica answers (`None` without one); sets its gauge.
     async fn replica_up(&self) -> Option<bool> {
         let replica = self.inner.replica.as_ref()?;
-        let up = tokio::time::timeout(PROBE_TIMEOUT, replica.store().ping())
-            .await
-            .unwrap_or(false);
+        // A cluster that is no replica of the primary is not read: down as well.
+        let up = !replica.is_foreign()
+            && tokio::time::timeout(PROBE_TIMEOUT, replica.store().ping())
+                .await
+                .unwrap_or(false);
         self.inner.metrics.set_dependency_up(REPLICA, up);
         if !up {
             tracing::warn!("the read replica does not answer: reads go to the primary");

@@ -125,18 +125,54 @@ pub async fn connect(config: &Config, keypair: &domain::Keypair) -> anyhow::Resu
 /// `state` reading through the streaming replica of `read_database_url`, when one is
 /// configured (the read-api, events and `homeserver all`; see `api::reads`). The pool
 /// connects lazily: a replica that is down at start only sends reads to the primary.
-pub fn with_read_replica(state: AppState, config: &Config) -> anyhow::Result<AppState> {
+/// Whether it is a replica of `database_url` at all is checked at start and every
+/// [`REPLICA_CHECK_INTERVAL`] (`store::ReadReplica::check_primary`), until `state`
+/// shuts down.
+pub async fn with_read_replica(state: AppState, config: &Config) -> anyhow::Result<AppState> {
     let Some(url) = &config.read_database_url else {
         return Ok(state);
     };
-    let replica = store::Store::connect_replica(url, config.database_max_connections, "public")
+    let store = store::Store::connect_replica(url, config.database_max_connections, "public")
         .context("read_database_url is not a valid Postgres URL")?;
+    let replica = store::ReadReplica::new(store);
+    let check = {
+        let (replica, primary) = (replica.clone(), state.store.clone());
+        move || {
+            let (replica, primary) = (replica.clone(), primary.clone());
+            async move {
+                let checked = tokio::time::timeout(
+                    api::health::PROBE_TIMEOUT,
+                    replica.check_primary(&primary),
+                )
+                .await;
+                if let Ok(Err(e)) = checked {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot tell yet whether read_database_url is a replica of database_url"
+                    );
+                }
+            }
+        }
+    };
+    check().await;
+    let stop = state.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(REPLICA_CHECK_INTERVAL) => check().await,
+            }
+        }
+    });
     tracing::info!(
         wait_ms = config.read_replica_wait_ms,
         "reads go to the read replica (read_database_url)"
     );
-    Ok(state.with_replica(store::ReadReplica::new(replica)))
+    Ok(state.with_replica(replica))
 }
+
+/// How often a process checks that its read replica is a replica of its primary.
+pub const REPLICA_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Checks that `log` is the log the projections in `store` were built from
 /// (`projector::pairing`), then keeps checking in a task that ends with `stop`. A
@@ -178,7 +214,7 @@ pub async fn collect_garbage(
 pub async fn start_all(config: &Config, keypair: &domain::Keypair) -> anyhow::Result<Homeserver> {
     // Before anything starts: an admin listener without a password is a refusal.
     let admin = operator::admin_settings(config)?;
-    let state = with_read_replica(connect(config, keypair).await?, config)?;
+    let state = with_read_replica(connect(config, keypair).await?, config).await?;
     let (shutdown, rx) = watch::channel(false);
     let (background_stop, background) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -453,7 +453,7 @@ async fn run_service(config: Config, service: Service) -> anyhow::Result<()> {
         .with_projection(state.log.clone(), state.store.clone());
     }
     if let Service::ReadApi | Service::Events = service {
-        state = homeserver::with_read_replica(state, &config)?;
+        state = homeserver::with_read_replica(state, &config).await?;
     }
     let _follow = state.progress.follow(&state.store).await?;
     let router = match service {

@@ -40,6 +40,21 @@ async fn reads_through_a_replica_see_every_acknowledged_write() {
     .await;
     let user = server.user().await;
 
+    // The replica is one of the primary; another cluster (the shared one of `make
+    // test`) is not, and is then never read.
+    let primary = &server.server.state.store;
+    let connect = |url: String| async move {
+        store::ReadReplica::new(store::Store::connect(&url, 1).await.expect("connect"))
+    };
+    let standby = connect(replica_url.clone()).await;
+    assert!(standby.check_primary(primary).await.expect("check"));
+    let other = connect(testkit::required_env("DATABASE_URL")).await;
+    assert!(!other.check_primary(primary).await.expect("check"));
+    assert_eq!(
+        other.reach(domain::EventSeq(0), Duration::ZERO).await,
+        store::replica::Reached::Unavailable
+    );
+
     // Read-your-writes: every write reads back at once, through both readers. The
     // same file is overwritten each time, so a stale read would show an older value.
     for i in 0..WRITES {
