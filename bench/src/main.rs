@@ -150,13 +150,7 @@ async fn main() -> Result<()> {
 
     println!("starting a local Mainline testnet (loopback only)");
     let dht = server::local_dht().await?;
-    let env = Env {
-        database_url: options.database_url.clone(),
-        nats_url: options.nats_url.clone(),
-        dht_bootstrap: dht.bootstrap.clone(),
-        work_dir: work_dir.clone(),
-        run_id: format!("{:08x}", rand::random::<u32>()),
-    };
+    let env = Env::new(&options.database_url, &options.nats_url, &dht, &work_dir);
     let machine = machine();
     println!(
         "machine: {} CPUs ({}), {:.1} GiB RAM; mode {}",
@@ -239,13 +233,7 @@ async fn soak(options: SoakOptions) -> Result<()> {
     let work_dir = PathBuf::from("bench-results/tmp");
     std::fs::create_dir_all(&work_dir)?;
     let dht = server::local_dht().await?;
-    let env = Env {
-        database_url: options.database_url.clone(),
-        nats_url: options.nats_url.clone(),
-        dht_bootstrap: dht.bootstrap.clone(),
-        work_dir: work_dir.clone(),
-        run_id: format!("{:08x}", rand::random::<u32>()),
-    };
+    let env = Env::new(&options.database_url, &options.nats_url, &dht, &work_dir);
     let report = soak::run(&env, &options.ours_bin, options.minutes, options.rate).await?;
     println!(
         "soak: RSS {:+.1} % from the end of the warm-up to the end, open files {:+}, \

@@ -42,6 +42,24 @@ pub struct Env {
     pub run_id: String,
 }
 
+impl Env {
+    /// The run's servers, the local DHT, and a fresh run id.
+    pub fn new(
+        database_url: &str,
+        nats_url: &str,
+        dht: &mainline::Testnet,
+        work_dir: &Path,
+    ) -> Env {
+        Env {
+            database_url: database_url.to_string(),
+            nats_url: nats_url.to_string(),
+            dht_bootstrap: dht.bootstrap.clone(),
+            work_dir: work_dir.to_path_buf(),
+            run_id: format!("{:08x}", rand::random::<u32>()),
+        }
+    }
+}
+
 /// A running homeserver process.
 pub struct Server {
     pub kind: Kind,

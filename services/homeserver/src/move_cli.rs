@@ -255,8 +255,7 @@ impl Mover {
     /// are lost with A: this is for a homeserver that is gone, not one that is slow.
     async fn steps_from_gone(&mut self, config: &crate::config::Config) -> anyhow::Result<()> {
         let to_key = self.server_key(&self.args.to.clone()).await?;
-        let url = format!("{}/mirror/{}", self.args.to, self.z32);
-        let status = self.http.get(&url).send().await?;
+        let status = self.http.get(self.mirror_url()).send().await?;
         let from_key = match self.recorded.from_key.clone() {
             Some(key) => key,
             None if status.status().is_success() => {
@@ -427,7 +426,7 @@ impl Mover {
         kind: Option<&str>,
     ) -> anyhow::Result<()> {
         let token = self.read_token(from_key).await?;
-        let url = format!("{}/mirror/{}", self.args.to, self.z32);
+        let url = self.mirror_url();
         self.until("asking B to mirror the account", || async {
             let statement = mirror::routes::request_statement(
                 "add",
@@ -457,22 +456,30 @@ impl Mover {
         .await
     }
 
+    /// B's status resource of its mirror of the account.
+    fn mirror_url(&self) -> String {
+        format!("{}/mirror/{}", self.args.to, self.z32)
+    }
+
+    async fn mirror_status(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(self.mirror_url())
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
     fn sign(&self, text: &str) -> String {
         hex::encode(self.user.sign(text.as_bytes()).to_bytes())
     }
 
     /// Step 4: B's first copy done, and B close behind A.
     async fn wait_copied(&self) -> anyhow::Result<()> {
-        let url = format!("{}/mirror/{}", self.args.to, self.z32);
         self.until("B copies the account", || async {
-            let status: serde_json::Value = self
-                .http
-                .get(&url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let status = self.mirror_status().await?;
             self.bar.set_message(format!(
                 "B copies the account: {} ({} files, {} bytes, {} events behind)",
                 status["state"].as_str().unwrap_or("?"),

@@ -108,17 +108,9 @@ impl Mover {
     /// Until B's mirror is at A's newest event and its cursor has not moved for
     /// [`QUIET`].
     async fn wait_quiet(&self) -> anyhow::Result<()> {
-        let url = format!("{}/mirror/{}", self.args.to, self.z32);
         let still = std::sync::Mutex::new((u64::MAX, Instant::now()));
         self.until("B copies the last changes at A", || async {
-            let status: serde_json::Value = self
-                .http
-                .get(&url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let status = self.mirror_status().await?;
             let cursor = status["cursor"].as_u64().unwrap_or(0);
             let caught_up = status["lag_events"].as_u64() == Some(0);
             let mut still = still.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
