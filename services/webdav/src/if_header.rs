@@ -99,7 +99,13 @@ fn parse_list(mut rest: &str) -> Option<(List, &str)> {
             return (!list.is_empty()).then_some((list, after));
         }
         let mut not = false;
-        if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("not") {
+        // By bytes: the header may hold any UTF-8, and a character boundary need not
+        // fall after the third byte (`make fuzz` found the panic a `rest[..3]` made).
+        if rest
+            .as_bytes()
+            .get(..3)
+            .is_some_and(|b| b.eq_ignore_ascii_case(b"not"))
+        {
             not = true;
             rest = rest[3..].trim_start();
         }
@@ -153,6 +159,12 @@ pub fn lock_tokens(tagged: &[Tagged]) -> Vec<domain::lock::LockToken> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_multibyte_character_where_not_may_stand_is_malformed_not_a_panic() {
+        assert!(parse(["(\u{10020}x <opaquelocktoken:a>)"]).is_err());
+        assert!(parse(["(é<opaquelocktoken:a>)"]).is_err());
+    }
 
     proptest! {
         // PROPTEST_CASES sets the count (`make fuzz`).
